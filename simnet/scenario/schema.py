@@ -1,0 +1,277 @@
+"""The scenario file schema: one deployment, its traffic and its faults.
+
+Field names follow the real systems' own property names where they have one (the Diego rep's
+``containers.proxy.*``, gorouter's ``router.backends.*``), so an operator can copy values from a
+BOSH manifest. ``simnet schema`` publishes this as JSON Schema for editors.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Port = Annotated[int, Field(ge=1, le=65535, description="A TCP port, 1-65535.")]
+C2C_TLS_PORT = 61443
+
+
+class Strict(BaseModel):
+    """Base for every section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- latency distributions ---------------------------------------------------------------
+
+
+class Constant(Strict):
+    dist: Literal["constant"] = "constant"
+    value_ms: float = Field(ge=0)
+
+
+class Exponential(Strict):
+    dist: Literal["exponential"]
+    mean_ms: float = Field(gt=0)
+
+
+class LogNormal(Strict):
+    """Log-normal with the given median and shape: the usual shape of network and service time."""
+
+    dist: Literal["lognormal"]
+    median_ms: float = Field(gt=0)
+    sigma: float = Field(default=0.5, ge=0, le=5)
+
+
+class Uniform(Strict):
+    dist: Literal["uniform"]
+    low_ms: float = Field(ge=0)
+    high_ms: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Uniform":
+        if self.high_ms < self.low_ms:
+            raise ValueError("high_ms must be >= low_ms")
+        return self
+
+
+Latency = Annotated[Union[Constant, Exponential, LogNormal, Uniform], Field(discriminator="dist")]
+
+
+def constant(ms: float) -> Constant:
+    return Constant(value_ms=ms)
+
+
+class Latencies(Strict):
+    """One-way latency per hop, and the cost of handshakes (charged on new connections only)."""
+
+    client_to_ingress: Latency = Field(default_factory=lambda: constant(1.0))
+    ingress_to_router: Latency = Field(default_factory=lambda: constant(0.2))
+    router_to_sidecar: Latency = Field(default_factory=lambda: constant(0.3))
+    sidecar_to_app: Latency = Field(default_factory=lambda: constant(0.05))
+    tcp_connect: Latency = Field(
+        default_factory=lambda: constant(0.3), description="TCP three-way handshake (one RTT)."
+    )
+    tls_handshake: Latency = Field(
+        default_factory=lambda: constant(2.0),
+        description="Full TLS handshake including the ECDHE/RSA crypto on both ends.",
+    )
+
+
+# --- platform --------------------------------------------------------------------------
+
+
+class Cells(Strict):
+    count: int = Field(ge=1, le=10_000)
+    memory_mb: int = Field(ge=64, description="Memory each cell offers to containers.")
+    instance_identity_ca: str = Field(
+        default="instance-identity",
+        description="Name of the CA that signs instance identity certificates.",
+    )
+
+
+class EnvoyMemory(Strict):
+    """Sidecar memory model (seed 002: 5-10 MB at start, ~30 KB per concurrent connection)."""
+
+    base_mb: float = Field(default=7.5, ge=0)
+    per_connection_kb: float = Field(default=30.0, ge=0)
+
+
+class Proxy(Strict):
+    """The Diego rep's ``containers.proxy.*`` properties."""
+
+    enabled: bool = True
+    enable_unproxied_port_mappings: bool = True
+    require_and_verify_client_certificates: bool = False
+    trusted_ca_certificates: list[str] = Field(
+        default_factory=list, description="Names of CAs whose client certificates are accepted."
+    )
+    verify_subject_alt_name: list[str] = Field(default_factory=list)
+    enable_http2: bool = True
+    additional_memory_allocation_mb: int | Literal["auto"] = Field(
+        default=0,
+        description="Added to every container's memory limit; `auto` applies 10 + 0.03*N "
+        "with N the peak concurrent router connections expected per instance.",
+    )
+    expected_peak_connections: int = Field(
+        default=100, ge=0, description="N for `auto`: peak router connections per instance."
+    )
+    memory: EnvoyMemory = Field(default_factory=EnvoyMemory)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> "Proxy":
+        if not self.enabled and not self.enable_unproxied_port_mappings:
+            raise ValueError(
+                "enable_unproxied_port_mappings: false requires the proxy to be enabled"
+            )
+        if self.require_and_verify_client_certificates and not self.trusted_ca_certificates:
+            raise ValueError(
+                "require_and_verify_client_certificates needs trusted_ca_certificates"
+            )
+        return self
+
+
+class Sidecar(Strict):
+    """An extra process in the app container: shares its network namespace and memory quota."""
+
+    name: str = Field(min_length=1)
+    process_types: list[str] = Field(default_factory=lambda: ["web"])
+    command: str = ""
+    ports: list[Port] = Field(default_factory=list)
+    memory_mb: int = Field(default=0, ge=0, description="Share of the app's quota it uses.")
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class App(Strict):
+    name: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    instances: int = Field(default=1, ge=0, le=100_000)
+    memory_mb: int = Field(default=256, ge=1, description="The app's requested memory quota.")
+    memory_used_mb: float | None = Field(
+        default=None, ge=0, description="What the app process itself uses; default half its quota."
+    )
+    ports: list[Port] = Field(default_factory=lambda: [8080])
+    process_type: str = "web"
+    env: dict[str, str | int] = Field(default_factory=dict)
+    sidecars: list[Sidecar] = Field(default_factory=list)
+    service_time: Latency = Field(default_factory=lambda: constant(5.0))
+
+    @field_validator("ports")
+    @classmethod
+    def _no_c2c_port(cls, ports: list[int]) -> list[int]:
+        if C2C_TLS_PORT in ports:
+            raise ValueError(f"port {C2C_TLS_PORT} is reserved for container-to-container TLS")
+        if not ports:
+            raise ValueError("an app needs at least one port")
+        return ports
+
+
+class Route(Strict):
+    host: str = Field(min_length=1)
+    app: str
+    port: Port = 8080
+    path: str = ""
+
+
+class BackendClientCert(Strict):
+    """gorouter's ``router.backends.cert_chain``: presented when the sidecar requires mTLS."""
+
+    ca: str = Field(description="Name of the CA that signed the router's client certificate.")
+    san: str = Field(default="gorouter.service.cf.internal")
+
+
+class BackendTLS(Strict):
+    enabled: bool = True
+    trusted_ca: str = Field(
+        default="instance-identity", description="CA the router trusts for backend certificates."
+    )
+    client_cert: BackendClientCert | None = None
+    cipher_suites: list[str] = Field(
+        default_factory=lambda: ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384"]
+    )
+
+
+class Routers(Strict):
+    count: int = Field(default=2, ge=1, le=1000)
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    backends: BackendTLS = Field(default_factory=BackendTLS)
+    keep_alive_to_backends: bool = True
+    max_idle_conns_per_backend: int = Field(default=100, ge=0)
+    route_propagation_delay_s: float = Field(
+        default=1.0, ge=0, description="Time for a route change to reach every router."
+    )
+    balancing: Literal["round-robin", "least-connection"] = "round-robin"
+
+
+class Ingress(Strict):
+    kind: Literal["load_balancer", "istio_gateway", "none"] = "load_balancer"
+    balancing: Literal["round-robin", "random"] = "round-robin"
+
+
+class Client(Strict):
+    name: str = "clients"
+    host: str = Field(description="Route host the clients request.")
+    model: Literal["open", "closed"] = "open"
+    rate_per_s: float | None = Field(default=None, gt=0, description="Poisson rate (open).")
+    users: int | None = Field(default=None, ge=1, description="Concurrent users (closed).")
+    think_time: Latency = Field(default_factory=lambda: constant(0.0))
+    keep_alive: bool = True
+    start_s: float = Field(default=0.0, ge=0)
+    duration_s: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _model_fields(self) -> "Client":
+        if self.model == "open" and self.rate_per_s is None:
+            raise ValueError("an open-loop client needs rate_per_s")
+        if self.model == "closed" and self.users is None:
+            raise ValueError("a closed-loop client needs users")
+        return self
+
+
+class KillFault(Strict):
+    """Kill one instance at a time; Diego restarts it after ``restart_after_s``."""
+
+    kind: Literal["kill"]
+    at_s: float = Field(ge=0)
+    app: str
+    instance: int = Field(default=0, ge=0)
+    restart_after_s: float | None = Field(default=5.0, ge=0)
+
+
+class MoveFault(Strict):
+    """Move an instance to another cell; its old address and port are reused by another app.
+
+    The stale route keeps pointing at the old address until the routers learn of the move:
+    with backend TLS the SAN check stops delivery (503, endpoint pruned); without it, the
+    request reaches the wrong app (seed 000: route integrity).
+    """
+
+    kind: Literal["move"]
+    at_s: float = Field(ge=0)
+    app: str
+    instance: int = Field(default=0, ge=0)
+    reused_by: str = Field(description="App whose new instance takes over the old address.")
+
+
+Fault = Annotated[Union[KillFault, MoveFault], Field(discriminator="kind")]
+
+
+class Scenario(Strict):
+    """A deployment, the traffic it receives and the faults it suffers, with a seed."""
+
+    name: str = Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+    description: str = ""
+    platform: Literal["diego", "istio", "bosh"] = "diego"
+    seed: int = 0
+    duration_s: float = Field(default=10.0, gt=0, le=86_400)
+    time_bin_s: float = Field(default=1.0, gt=0, description="Width of report time-series bins.")
+    cells: Cells
+    proxy: Proxy = Field(default_factory=Proxy)
+    apps: list[App] = Field(min_length=1)
+    routes: list[Route] = Field(default_factory=list)
+    routers: Routers = Field(default_factory=Routers)
+    ingress: Ingress = Field(default_factory=Ingress)
+    clients: list[Client] = Field(default_factory=list)
+    latency: Latencies = Field(default_factory=Latencies)
+    faults: list[Fault] = Field(default_factory=list)
+
+    def app(self, name: str) -> App:
+        return next(a for a in self.apps if a.name == name)

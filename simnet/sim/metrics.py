@@ -1,0 +1,111 @@
+"""Streaming metrics: counters and fixed-width time bins, never one object per request.
+
+A run of 10^6 requests keeps one float per request (its latency, for exact percentiles) and
+a few numbers per time bin and instance; everything else is a counter.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+
+STATUSES = (200, 404, 496, 502, 503, 525, 526)
+
+
+@dataclass
+class InstanceSeries:
+    """Per-sidecar figures, one value per time bin."""
+
+    guid: str
+    app: str
+    index: int
+    cell: int
+    quota_mb: float
+    conns_max: list[int]
+    highwater: list[int]
+    memory_mb: list[float] = field(default_factory=list)
+    peak_connections: int = 0
+    peak_memory_mb: float = 0.0
+    connections_opened: int = 0
+    oom_kills: int = 0
+
+
+@dataclass
+class Metrics:
+    """What a run observed; filled in by the simulation, read by the report."""
+
+    duration_s: float
+    bin_s: float
+    issued: int = 0
+    outcomes: Counter = field(default_factory=Counter)
+    latencies_ms: array = field(default_factory=lambda: array("d"))
+    requests_per_bin: list[int] = field(default_factory=list)
+    errors_per_bin: list[int] = field(default_factory=list)
+    connections_opened: int = 0
+    tls_handshakes: int = 0
+    retries: int = 0
+    endpoints_pruned: int = 0
+    misdelivered: int = 0
+    instances: list[InstanceSeries] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = self.bins
+        self.requests_per_bin = [0] * n
+        self.errors_per_bin = [0] * n
+
+    @property
+    def bins(self) -> int:
+        return max(1, math.ceil(self.duration_s / self.bin_s - 1e-9))
+
+    def bin_of(self, t: float) -> int:
+        return min(int(t / self.bin_s), self.bins - 1)
+
+    @property
+    def completed(self) -> int:
+        return sum(self.outcomes.values())
+
+    @property
+    def in_flight(self) -> int:
+        return self.issued - self.completed
+
+    def percentile(self, q: float) -> float | None:
+        """Latency percentile (nearest-rank), in ms; None with no completed request."""
+        if not self.latencies_ms:
+            return None
+        ordered = sorted(self.latencies_ms)
+        rank = max(1, math.ceil(q / 100 * len(ordered)))
+        return ordered[rank - 1]
+
+    def summary(self) -> dict:
+        """The machine-readable numbers of a run (summary.json)."""
+        ordered = sorted(self.latencies_ms)
+
+        def pct(q: float) -> float | None:
+            if not ordered:
+                return None
+            return round(ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1], 6)
+
+        return {
+            "requests": {
+                "issued": self.issued,
+                "completed": self.completed,
+                "in_flight": self.in_flight,
+                "outcomes": {str(k): self.outcomes[k] for k in sorted(self.outcomes)},
+                "misdelivered": self.misdelivered,
+                "retries": self.retries,
+            },
+            "latency_ms": {"p50": pct(50), "p95": pct(95), "p99": pct(99),
+                           "max": round(ordered[-1], 6) if ordered else None},
+            "connections_opened": self.connections_opened,
+            "tls_handshakes": self.tls_handshakes,
+            "endpoints_pruned": self.endpoints_pruned,
+            "instances": [
+                {"guid": i.guid, "app": i.app, "index": i.index, "cell": i.cell,
+                 "quota_mb": i.quota_mb, "peak_connections": i.peak_connections,
+                 "peak_memory_mb": round(i.peak_memory_mb, 6),
+                 "connections_opened": i.connections_opened, "oom_kills": i.oom_kills}
+                for i in self.instances
+            ],
+        }
