@@ -1,0 +1,188 @@
+"""The `simnet` command.
+
+Bad input never shows a traceback: it prints ``FILE:LINE: field.path: message`` lines on
+stderr and exits with code 2 (usage errors from typer/click exit 2 as well).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from simnet.errors import PortRangeExhausted, Problem, SimnetError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Model the network path of sidecar-proxy platforms and check it against real components.",
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(e: SimnetError) -> None:
+    for p in e.problems:
+        err_console.print(str(p), markup=False, highlight=False)
+    raise typer.Exit(e.exit_code)
+
+
+class _LazyProgress:
+    """A progress bar that only appears once a run has taken longer than a second."""
+
+    def __init__(self, label: str):
+        self.label, self.start, self.bar, self.task = label, time.monotonic(), None, None
+
+    def __call__(self, fraction: float) -> None:
+        if self.bar is None:
+            if time.monotonic() - self.start < 1.0 or not console.is_terminal:
+                return
+            from rich.progress import BarColumn, Progress, TimeRemainingColumn
+
+            self.bar = Progress("[progress.description]{task.description}", BarColumn(),
+                                "{task.percentage:>3.0f}%", TimeRemainingColumn(),
+                                console=console, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(self.label, total=1.0)
+        self.bar.update(self.task, completed=fraction)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _summary_table(out) -> Table:
+    m = out.metrics
+    s = m.summary()
+    t = Table(title=f"simnet run: {out.scenario.name} (seed {out.scenario.seed}, "
+                    f"{out.scenario.duration_s:g} s simulated, {out.wall_s:.2f} s wall)")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    req = s["requests"]
+    t.add_row("requests issued", f"{req['issued']:,}")
+    t.add_row("completed / in flight at end", f"{req['completed']:,} / {req['in_flight']:,}")
+    for status, n in req["outcomes"].items():
+        t.add_row(f"  status {status}", f"{n:,}")
+    t.add_row("misdelivered (wrong app answered)", f"{req['misdelivered']:,}")
+    t.add_row("retries / endpoints pruned", f"{req['retries']:,} / {s['endpoints_pruned']:,}")
+    for q in ("p50", "p95", "p99"):
+        v = s["latency_ms"][q]
+        t.add_row(f"latency {q}", "-" if v is None else f"{v:.2f} ms")
+    t.add_row("connections opened", f"{s['connections_opened']:,}")
+    t.add_row("TLS handshakes", f"{s['tls_handshakes']:,}")
+    return t
+
+
+def _instance_table(out) -> Table:
+    t = Table(title="sidecars")
+    for col in ("instance", "app", "cell", "peak conns", "peak Envoy MB", "quota MB", "OOM kills"):
+        t.add_column(col, justify="right" if col not in ("instance", "app") else "left")
+    for i in out.metrics.instances:
+        t.add_row(f"{i.guid}", i.app, str(i.cell), f"{i.peak_connections:,}",
+                  f"{i.peak_memory_mb:.2f}", f"{i.quota_mb:g}", str(i.oom_kills))
+    return t
+
+
+@app.command()
+def run(
+    scenario: Annotated[Optional[Path], typer.Argument(
+        help="Scenario file; the bundled default scenario when omitted.")] = None,
+    reports: Annotated[Path, typer.Option(help="Directory for reports/<scenario-name>/.")] = Path("reports"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only where the report went.")] = False,
+) -> None:
+    """Simulate a scenario and write its report (HTML, summary.json, figures)."""
+    from simnet.pipeline import run as run_pipeline
+    from simnet.scenario.load import bundled
+
+    path = scenario if scenario is not None else bundled()
+    progress = _LazyProgress(f"simulating {path.name}")
+    try:
+        out = run_pipeline(path, reports, progress)
+    except SimnetError as e:
+        _fail(e)
+    finally:
+        progress.close()
+    if not quiet:
+        console.print(_summary_table(out))
+        console.print(_instance_table(out))
+    report = out.report_files[0].parent if out.report_files else reports
+    console.print(f"report: {report / 'report.html'}")
+
+
+@app.command()
+def schema(
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to a file.")] = None,
+) -> None:
+    """Print the scenario JSON Schema (for editor completion and validation)."""
+    from simnet.scenario.schema import Scenario
+
+    text = json.dumps(Scenario.model_json_schema(), indent=2, sort_keys=True) + "\n"
+    if output:
+        output.write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+def _port_list(value: str) -> list[int]:
+    ports = []
+    for k, part in enumerate(value.split(",")):
+        part = part.strip()
+        if not part.isdigit() or not 1 <= int(part) <= 65535:
+            raise SimnetError(Problem("<command line>", None, f"PORTS[{k}]",
+                                      f"{part!r} is not a port number 1-65535"))
+        ports.append(int(part))
+    return ports
+
+
+@app.command()
+def ports(
+    app_ports: Annotated[str, typer.Argument(metavar="PORTS", help="App ports, e.g. 8080,9999,2222.")],
+    no_unproxied: Annotated[bool, typer.Option("--no-unproxied", help=
+        "enable_unproxied_port_mappings: false (only TLS proxy ports are mapped).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Diego's proxy port allocation and CF_INSTANCE_PORTS for a container's app ports."""
+    from simnet.model.ports import cf_instance_ports_json, instance_ports, proxy_ports
+
+    try:
+        requested = _port_list(app_ports)
+        try:
+            pp = proxy_ports(requested)
+        except (ValueError, PortRangeExhausted) as e:
+            raise SimnetError(Problem("<command line>", None, "PORTS", str(e))) from None
+    except SimnetError as e:
+        _fail(e)
+    entries = instance_ports(pp.app_ports, pp, unproxied=not no_unproxied)
+    result = {
+        "app_ports": list(pp.app_ports),
+        "mappings": [{"app_port": m.app, "proxy_port": m.proxy} for m in pp.mappings],
+        "admin": {"address": "127.0.0.1", "port": pp.admin},
+        "CF_INSTANCE_PORTS": entries,
+        "CF_INSTANCE_PORTS_env": cf_instance_ports_json(entries),
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    t = Table(title="Envoy listeners")
+    t.add_column("proxy port (TLS)", justify="right")
+    t.add_column("app port", justify="right")
+    for m in pp.mappings:
+        t.add_row(str(m.proxy), str(m.app) + ("  (C2C TLS)" if m.proxy == 61443 else ""))
+    t.add_row(str(pp.admin), "admin API, 127.0.0.1 only")
+    console.print(t)
+    console.print("CF_INSTANCE_PORTS=" + result["CF_INSTANCE_PORTS_env"], markup=False,
+                  soft_wrap=True)
+
+
+def main() -> None:
+    app(prog_name="simnet")
+
+
+if __name__ == "__main__":
+    main()

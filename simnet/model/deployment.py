@@ -1,0 +1,341 @@
+"""Derive a deployment from a scenario: placement, addresses, ports, routes and fault timeline.
+
+This is the pure "derive" lens: no time passes and nothing is opened. The simulator and the
+real-component adapters consume the ``Deployment`` it returns and never re-derive any of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import ipaddress
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from simnet.errors import PortRangeExhausted
+from simnet.model.memory import additional_allocation_mb
+from simnet.model.ports import ProxyPorts, instance_ports, proxy_ports
+from simnet.model.tls import Verdict, backend_handshake
+from simnet.scenario.schema import App, MoveFault, Scenario
+
+CONTAINER_NET = ipaddress.ip_address("198.18.0.0")  # benchmarking range, never routed
+CELL_NET = ipaddress.ip_address("198.19.0.0")
+HOST_PORT_START = 61001  # garden hands out host ports per cell from here upward
+MAX_CONTAINERS = 65_000
+ISTIO_INBOUND_PORT = 15006
+
+Address = tuple[str, int]
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One app instance in its container on a cell."""
+
+    guid: str
+    app: str
+    index: int
+    cell: int
+    cell_ip: str
+    container_ip: str
+    proxy: ProxyPorts | None
+    cf_instance_ports: tuple[dict, ...]
+    host_ports: dict[int, int]  # container port -> host port on the cell
+    quota_mb: int  # app quota + additional allocation: the container's real limit
+    base_used_mb: float  # app process + sidecar processes, before Envoy
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A route registration: where the router dials, and whom it expects to find there."""
+
+    address: Address
+    guid: str  # server_cert_domain_san for TLS routes
+    app: str
+    tls: bool
+
+
+@dataclass(frozen=True)
+class Listener:
+    """What answers at an address: which instance, and whether it speaks TLS there."""
+
+    guid: str
+    app: str
+    tls: bool
+
+
+@dataclass(frozen=True)
+class Event:
+    """A change at a point in simulated time, derived from a fault."""
+
+    at_s: float
+    kind: str  # "stop" | "start" | "routes"
+    guid: str = ""
+    routes: tuple[tuple[str, tuple[Endpoint, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class Deployment:
+    scenario: Scenario
+    additional_mb: int
+    backend_verdict: Verdict
+    instances: tuple[Instance, ...]
+    routes: dict[str, tuple[Endpoint, ...]]  # route table every router starts with
+    running: tuple[str, ...]  # guids running at t=0
+    listeners: dict[str, tuple[tuple[Address, Listener], ...]]  # guid -> what it serves where
+    events: tuple[Event, ...] = field(default=())
+
+    def instance(self, guid: str) -> Instance:
+        return self._by_guid[guid]
+
+    @property
+    def _by_guid(self) -> dict[str, Instance]:
+        cache = self.__dict__.get("_guid_index")
+        if cache is None:
+            cache = {i.guid: i for i in self.instances}
+            object.__setattr__(self, "_guid_index", cache)
+        return cache
+
+
+class DeriveError(ValueError):
+    """Problems found while deriving, each located by its path in the scenario."""
+
+    def __init__(self, problems: list[tuple[Loc, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{'.'.join(map(str, p))}: {m}" for p, m in problems))
+
+
+def instance_guid(seed: int, app: str, index: int, generation: int = 0) -> str:
+    """A stable instance guid in Diego's 8-4-4-4-4 hex form."""
+    h = hashlib.sha256(f"{seed}/{app}/{index}/{generation}".encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:24]}"
+
+
+class _Cells:
+    """Cell memory and host ports, handed out without overcommit (the rep never overcommits)."""
+
+    def __init__(self, count: int, memory_mb: int):
+        self.free = [memory_mb] * count
+        self.next_host_port = [HOST_PORT_START] * count
+        self.next_container = 0
+
+    def place(self, need_mb: int, avoid: int | None = None) -> int | None:
+        """The cell with the most free memory that fits (Diego's auction spreads load)."""
+        best = None
+        for c, free in enumerate(self.free):
+            if c != avoid and free >= need_mb and (best is None or free > self.free[best]):
+                best = c
+        if best is not None:
+            self.free[best] -= need_mb
+        return best
+
+    def host_ports(self, cell: int, n: int) -> int:
+        start = self.next_host_port[cell]
+        self.next_host_port[cell] += n
+        return start
+
+    def container_ip(self) -> str:
+        self.next_container += 1
+        return str(CONTAINER_NET + self.next_container)
+
+
+def _container_ports(app: App, pp: ProxyPorts | None, unproxied: bool) -> list[int]:
+    """Container ports the cell maps to host ports, in the order they are requested."""
+    ports = list(dict.fromkeys(app.ports)) if (unproxied or pp is None) else []
+    if pp is not None:
+        ports += [pp.proxy_for(p) for p in dict.fromkeys(app.ports)]
+    return ports
+
+
+def _make_instance(s: Scenario, app: App, index: int, generation: int, cell: int,
+                   cells: _Cells, extra_mb: int) -> Instance:
+    pp = proxy_ports(app.ports) if s.proxy.enabled else None
+    unproxied = s.proxy.enable_unproxied_port_mappings
+    mapped = _container_ports(app, pp, unproxied)
+    start = cells.host_ports(cell, len(mapped))
+    host = {p: start + i for i, p in enumerate(mapped)}
+    used = app.memory_used_mb if app.memory_used_mb is not None else app.memory_mb / 2
+    return Instance(
+        guid=instance_guid(s.seed, app.name, index, generation),
+        app=app.name,
+        index=index,
+        cell=cell,
+        cell_ip=str(CELL_NET + 1 + cell),
+        container_ip=cells.container_ip(),
+        proxy=pp,
+        cf_instance_ports=tuple(instance_ports(app.ports, pp, start, unproxied)),
+        host_ports=host,
+        quota_mb=app.memory_mb + extra_mb,
+        base_used_mb=used + sum(sc.memory_mb for sc in app.sidecars),
+    )
+
+
+def _endpoint(s: Scenario, inst: Instance, port: int) -> Endpoint:
+    """Where a router reaches ``port`` of an instance, per platform."""
+    if s.platform == "istio":
+        # The ingress gateway dials the pod IP; iptables captures it into Envoy's 15006.
+        return Endpoint((inst.container_ip, port), inst.guid, inst.app, tls=True)
+    if s.platform == "bosh":
+        # The client VM's own Envoy dials the instance directly (the prototype has no mTLS).
+        return Endpoint((inst.container_ip, port), inst.guid, inst.app, tls=False)
+    tls = s.routers.backends.enabled and inst.proxy is not None
+    container_port = inst.proxy.proxy_for(port) if tls else port
+    return Endpoint((inst.cell_ip, inst.host_ports[container_port]), inst.guid, inst.app, tls)
+
+
+def _route_table(s: Scenario, instances: list[Instance]) -> dict[str, tuple[Endpoint, ...]]:
+    table: dict[str, list[Endpoint]] = {}
+    for r in s.routes:
+        eps = table.setdefault(r.host, [])
+        eps.extend(_endpoint(s, i, r.port) for i in instances if i.app == r.app)
+    return {h: tuple(e) for h, e in table.items()}
+
+
+def _configuration_problems(s: Scenario) -> Iterator[tuple[Loc, str]]:
+    if (s.platform == "diego" and s.proxy.enabled and not s.proxy.enable_unproxied_port_mappings
+            and not s.routers.backends.enabled):
+        yield ("routers", "backends", "enabled"), (
+            "backend TLS is off but enable_unproxied_port_mappings is false: the cell maps only "
+            "TLS proxy ports, so routers have no plain port to reach"
+        )
+    total = sum(a.instances for a in s.apps)
+    if total > MAX_CONTAINERS:
+        yield ("apps",), f"{total} instances: simnet addresses at most {MAX_CONTAINERS} containers"
+
+
+def derive(s: Scenario) -> Deployment:
+    """Derive the deployment, or raise DeriveError listing every problem with its location."""
+    problems = list(_configuration_problems(s))
+    if problems:
+        raise DeriveError(problems)
+    extra = additional_allocation_mb(s.proxy)
+    cells = _Cells(s.cells.count, s.cells.memory_mb)
+    instances: list[Instance] = []
+    for a, app in enumerate(s.apps):
+        need = app.memory_mb + extra
+        placed = 0
+        for index in range(app.instances):
+            cell = cells.place(need)
+            if cell is None:
+                break
+            try:
+                instances.append(_make_instance(s, app, index, 0, cell, cells, extra))
+            except PortRangeExhausted as e:
+                problems.append((("apps", a, "ports"), str(e)))
+                break
+            placed += 1
+        if placed < app.instances and not problems:
+            problems.append((("apps", a, "instances"), (
+                f"only {placed} of {app.instances} instances fit: each needs {need} MB "
+                f"({app.memory_mb} quota + {extra} additional) and {s.cells.count} cells of "
+                f"{s.cells.memory_mb} MB never overcommit"
+            )))
+    initial = list(instances)
+    events = _fault_events(s, instances, cells, extra, problems)
+    if problems:
+        raise DeriveError(problems)
+    verdict = backend_handshake(s.routers.backends, s.proxy, s.cells.instance_identity_ca)
+    return Deployment(
+        scenario=s,
+        additional_mb=extra,
+        backend_verdict=verdict,
+        instances=tuple(instances),
+        routes=_route_table(s, initial),
+        running=tuple(i.guid for i in initial),
+        listeners={i.guid: tuple(_listeners(s, i)) for i in instances},
+        events=tuple(sorted(events, key=lambda e: e.at_s)),
+    )
+
+
+def _listeners(s: Scenario, inst: Instance) -> Iterator[tuple[Address, Listener]]:
+    """Every address reachable from the routers that lands in this instance's container."""
+    if s.platform in ("istio", "bosh"):
+        for p in dict.fromkeys(s.app(inst.app).ports):
+            yield (inst.container_ip, p), Listener(inst.guid, inst.app, s.platform == "istio")
+        return
+    tls_ports = {m.proxy for m in inst.proxy.mappings} if inst.proxy else set()
+    for port, host_port in inst.host_ports.items():
+        yield (inst.cell_ip, host_port), Listener(inst.guid, inst.app, port in tls_ports)
+
+
+def _fault_events(s: Scenario, instances: list[Instance], cells: _Cells, extra: int,
+                  problems: list[tuple[Loc, str]]) -> list[Event]:
+    """Turn faults into stop/start events and the delayed route updates routers will see."""
+    if problems:
+        return []
+    events: list[Event] = []
+    live = list(instances)
+    delay = s.routers.route_propagation_delay_s
+    generation = 0
+    for n, f in enumerate(s.faults):
+        victim = next(i for i in live if i.app == f.app and i.index == f.instance)
+        if f.kind == "kill":
+            events.append(Event(f.at_s, "stop", victim.guid))
+            without = [i for i in live if i is not victim]
+            events.append(Event(f.at_s + delay, "routes", routes=_changed(s, live, without)))
+            if f.restart_after_s is not None:
+                back = f.at_s + f.restart_after_s
+                events.append(Event(back, "start", victim.guid))
+                events.append(Event(back + delay, "routes", routes=_changed(s, without, live)))
+            continue
+        generation += 1
+        moved, newcomer = _move(s, f, victim, live, cells, extra, generation, n, problems)
+        if moved is None:
+            continue
+        instances += [moved, newcomer]
+        after = [i for i in live if i is not victim] + [moved, newcomer]
+        events += [Event(f.at_s, "stop", victim.guid), Event(f.at_s, "start", newcomer.guid),
+                   Event(f.at_s, "start", moved.guid),
+                   Event(f.at_s + delay, "routes", routes=_changed(s, live, after))]
+        live = after
+    return events
+
+
+def _move(s: Scenario, f: MoveFault, victim: Instance, live: list[Instance], cells: _Cells,
+          extra: int, generation: int, n: int, problems: list[tuple[Loc, str]]
+          ) -> tuple[Instance | None, Instance | None]:
+    """The victim restarts on another cell; another app's new instance takes its old place."""
+    app = s.app(f.app)
+    cell = cells.place(app.memory_mb + extra, avoid=victim.cell)
+    if cell is None:
+        problems.append((("faults", n), "no other cell has room for the moved instance"))
+        return None, None
+    moved = _make_instance(s, app, victim.index, generation, cell, cells, extra)
+    other = s.app(f.reused_by)
+    cells.free[victim.cell] += (app.memory_mb + extra) - (other.memory_mb + extra)
+    if cells.free[victim.cell] < 0:
+        problems.append((("faults", n, "reused_by"), (
+            f"app {other.name!r} ({other.memory_mb} MB) does not fit in the place "
+            f"{app.name!r} ({app.memory_mb} MB) leaves on its cell")))
+        return None, None
+    index = sum(1 for i in live if i.app == other.name)
+    newcomer = _make_instance(s, other, index, generation, victim.cell, cells, extra)
+    # Same cell, container IP and host ports as the victim: stale routes now land on it.
+    newcomer = dataclasses.replace(
+        newcomer, container_ip=victim.container_ip,
+        host_ports=_reuse_host_ports(victim, newcomer),
+        cf_instance_ports=tuple(instance_ports(
+            other.ports, newcomer.proxy, min(victim.host_ports.values()),
+            s.proxy.enable_unproxied_port_mappings)))
+    return moved, newcomer
+
+
+def _reuse_host_ports(victim: Instance, newcomer: Instance) -> dict[int, int]:
+    """The newcomer takes over the victim's host ports, TLS ports onto TLS ports and plain
+    onto plain, so a stale route to the victim now reaches the newcomer's listener."""
+
+    def by_role(inst: Instance) -> tuple[list[int], list[int]]:
+        tls = {m.proxy for m in inst.proxy.mappings} if inst.proxy else set()
+        return ([p for p in inst.host_ports if p in tls], [p for p in inst.host_ports if p not in tls])
+
+    ports = dict(newcomer.host_ports)
+    for old_role, new_role in zip(by_role(victim), by_role(newcomer)):
+        for old_port, new_port in zip(old_role, new_role):
+            ports[new_port] = victim.host_ports[old_port]
+    return ports
+
+
+def _changed(s: Scenario, before: list[Instance], after: list[Instance]
+             ) -> tuple[tuple[str, tuple[Endpoint, ...]], ...]:
+    old, new = _route_table(s, before), _route_table(s, after)
+    return tuple((h, new.get(h, ())) for h in sorted(set(old) | set(new)) if old.get(h) != new.get(h))

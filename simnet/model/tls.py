@@ -1,0 +1,52 @@
+"""What gorouter sees when it opens TLS to a backend sidecar, and the status it answers.
+
+gorouter (routing-release, proxy/fails) classifies backend errors: a SAN that is not the
+instance it meant to reach -> 503 (route integrity; endpoint pruned), a certificate from an
+unknown authority -> 526, a failed handshake -> 525, its client certificate rejected by the
+backend -> 496, anything else -> 502. All of these are retried on another endpoint and the
+failing endpoint is pruned.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from simnet.scenario.schema import BackendTLS, Proxy
+
+# Envoy's downstream cipher suites in the Diego sidecar (executor proxy config).
+SIDECAR_CIPHERS = ("ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-RSA-AES128-GCM-SHA256")
+
+
+class Verdict(Enum):
+    """Outcome of a backend connection attempt, with the router status it leads to."""
+
+    OK = 200
+    SAN_MISMATCH = 503
+    UNKNOWN_AUTHORITY = 526
+    HANDSHAKE_FAILURE = 525
+    CLIENT_CERT_REJECTED = 496
+    DIAL_FAILED = 502
+
+    @property
+    def status(self) -> int:
+        return self.value
+
+
+def backend_handshake(router: BackendTLS, proxy: Proxy, instance_ca: str) -> Verdict:
+    """Handshake outcome between every router and every sidecar, before the SAN check.
+
+    Checks run in the order TLS runs them: cipher negotiation in the ClientHello, then the
+    router verifies the server chain, then the sidecar (with mTLS on) verifies the client
+    certificate and its SAN. The per-instance SAN check is done per connection by the caller.
+    """
+    if not set(router.cipher_suites) & set(SIDECAR_CIPHERS):
+        return Verdict.HANDSHAKE_FAILURE
+    if router.trusted_ca != instance_ca:
+        return Verdict.UNKNOWN_AUTHORITY
+    if proxy.require_and_verify_client_certificates:
+        cert = router.client_cert
+        if cert is None or cert.ca not in proxy.trusted_ca_certificates:
+            return Verdict.CLIENT_CERT_REJECTED
+        if proxy.verify_subject_alt_name and cert.san not in proxy.verify_subject_alt_name:
+            return Verdict.CLIENT_CERT_REJECTED
+    return Verdict.OK

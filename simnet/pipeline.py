@@ -1,0 +1,73 @@
+"""One scenario through the three lenses: load, derive, simulate (and report).
+
+This is the path `simnet run` takes; notebooks and tests use the same functions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from simnet.errors import SimnetError
+from simnet.model.deployment import Deployment, DeriveError, derive
+from simnet.model.ports import cf_instance_ports_json
+from simnet.scenario.load import SourceMap, load_scenario
+from simnet.scenario.schema import Scenario
+from simnet.sim.metrics import Metrics
+from simnet.sim.run import simulate
+
+
+@dataclass
+class RunOutput:
+    scenario: Scenario
+    deployment: Deployment
+    metrics: Metrics
+    wall_s: float
+    report_files: list[Path]
+
+
+def derive_or_explain(scenario: Scenario, source: SourceMap) -> Deployment:
+    """Derive the deployment; problems become file:line errors against the scenario file."""
+    try:
+        return derive(scenario)
+    except DeriveError as e:
+        raise SimnetError([source.problem(loc, msg) for loc, msg in e.problems]) from None
+
+
+def load_and_derive(path: str | Path) -> tuple[Scenario, Deployment]:
+    scenario, source = load_scenario(path)
+    return scenario, derive_or_explain(scenario, source)
+
+
+def deployment_facts(d: Deployment) -> dict:
+    """Derived facts worth showing next to the results: the data plane the run used."""
+    return {
+        "additional_memory_allocation_mb": d.additional_mb,
+        "backend_tls_verdict": d.backend_verdict.name,
+        "routes": {h: [f"{e.address[0]}:{e.address[1]} ({e.app} {e.guid}{', tls' if e.tls else ''})"
+                       for e in eps] for h, eps in sorted(d.routes.items())},
+        "instances": [
+            {"guid": i.guid, "app": i.app, "index": i.index, "cell": i.cell,
+             "container_ip": i.container_ip,
+             "proxy_ports": {str(m.proxy): m.app for m in i.proxy.mappings} if i.proxy else {},
+             "envoy_admin": f"127.0.0.1:{i.proxy.admin}" if i.proxy else None,
+             "CF_INSTANCE_PORTS": cf_instance_ports_json(list(i.cf_instance_ports))}
+            for i in d.instances
+        ],
+    }
+
+
+def run(path: str | Path, reports_dir: Path,
+        progress: Callable[[float], None] | None = None) -> RunOutput:
+    """Load, derive, simulate and write reports/<scenario name>/."""
+    from simnet.report.render import write_report  # matplotlib is slow to import
+
+    scenario, deployment = load_and_derive(path)
+    t0 = time.perf_counter()
+    metrics = simulate(deployment, progress)
+    wall = time.perf_counter() - t0
+    files = write_report(scenario, metrics, reports_dir / scenario.name,
+                         facts=deployment_facts(deployment))
+    return RunOutput(scenario, deployment, metrics, wall, files)

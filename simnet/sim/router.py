@@ -1,0 +1,151 @@
+"""gorouter as a SimPy process: route lookup, connection pool, TLS to the backend, retries.
+
+Reproduces routing-release's proxy behaviour: pick an endpoint for the route (round-robin or
+least-connection), reuse an idle keep-alive connection or dial a new one (TCP, then TLS with a
+check that the certificate's SAN is the instance the route names), and on a dial or TLS error
+prune the endpoint and retry another, up to ``max_attempts``; the last error sets the status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING
+
+from simnet.model.deployment import Endpoint
+from simnet.model.tls import Verdict
+
+if TYPE_CHECKING:
+    from simnet.sim.run import Network
+
+OK = 200
+NOT_FOUND = 404
+NO_ENDPOINT = 503
+
+
+class Router:
+    __slots__ = ("env", "net", "metrics", "table", "rr", "pool", "busy", "max_attempts",
+                 "keep_alive", "max_idle", "least_conn", "verdict", "r2s", "s2a", "connect",
+                 "tls")
+
+    def __init__(self, env, net: "Network", routes: dict[str, tuple[Endpoint, ...]], samplers):
+        s = net.deployment.scenario
+        self.env = env
+        self.net = net
+        self.metrics = net.metrics
+        self.table = dict(routes)
+        self.rr: dict[str, int] = {}
+        self.pool: dict[tuple[str, int], list] = {}
+        self.busy: dict[tuple[str, int], int] = {}
+        self.max_attempts = s.routers.max_attempts
+        self.keep_alive = s.routers.keep_alive_to_backends
+        self.max_idle = s.routers.max_idle_conns_per_backend
+        self.least_conn = s.routers.balancing == "least-connection"
+        self.verdict = net.deployment.backend_verdict
+        self.r2s, self.s2a, self.connect, self.tls = samplers
+
+    def update(self, routes: tuple[tuple[str, tuple[Endpoint, ...]], ...]) -> None:
+        """A route registration arrives: it replaces the pool and restores pruned endpoints."""
+        for host, endpoints in routes:
+            if endpoints:
+                self.table[host] = endpoints
+            else:
+                self.table.pop(host, None)
+
+    def _prune(self, host: str, ep: Endpoint) -> None:
+        endpoints = self.table.get(host, ())
+        if ep in endpoints:
+            self.table[host] = tuple(e for e in endpoints if e != ep)
+            self.metrics.endpoints_pruned += 1
+
+    def _choose(self, host: str, endpoints: tuple[Endpoint, ...], tried: list) -> Endpoint:
+        if self.least_conn:
+            busy = self.busy
+            fresh = [e for e in endpoints if e not in tried] or list(endpoints)
+            return min(fresh, key=lambda e: busy.get(e.address, 0))
+        n = len(endpoints)
+        start = self.rr.get(host, 0)
+        for k in range(n):
+            ep = endpoints[(start + k) % n]
+            if ep not in tried:
+                self.rr[host] = start + k + 1
+                return ep
+        self.rr[host] = start + 1
+        return endpoints[start % n]
+
+    def handle(self, host: str, upstream_s: float) -> Generator:
+        """Serve one request; returns its status. ``upstream_s`` is the client-side one-way delay."""
+        env, metrics = self.env, self.metrics
+        if host not in self.table:
+            return NOT_FOUND
+        tried: list[Endpoint] = []
+        status = NO_ENDPOINT
+        for attempt in range(self.max_attempts):
+            endpoints = self.table.get(host)
+            if not endpoints:
+                return NO_ENDPOINT if attempt == 0 else status
+            if attempt:
+                metrics.retries += 1
+            ep = self._choose(host, endpoints, tried)
+            tried.append(ep)
+            addr = ep.address
+            conn = None
+            idle = self.pool.get(addr)
+            while idle:
+                sc, epoch = idle.pop()
+                if sc.alive and sc.epoch == epoch:
+                    conn = sc, epoch
+                    break
+            out = self.r2s()
+            if conn is None:
+                verdict, conn = yield from self._dial(ep, out)
+                if verdict is not Verdict.OK:
+                    status = verdict.status
+                    self._prune(host, ep)
+                    continue
+            else:
+                yield env.timeout(out)
+            sc, epoch = conn
+            if not ep.tls and sc.app != ep.app:
+                metrics.misdelivered += 1  # plain HTTP: the wrong app answers (seed 000)
+            self.busy[addr] = self.busy.get(addr, 0) + 1
+            inner = self.s2a()
+            yield env.timeout(inner + self.net.service[sc.app]() + upstream_s + out + inner)
+            self.busy[addr] -= 1
+            if not (sc.alive and sc.epoch == epoch):
+                return Verdict.DIAL_FAILED.status  # the instance died mid-request
+            if self.keep_alive and len(idle := self.pool.setdefault(addr, [])) < self.max_idle:
+                idle.append(conn)
+            else:
+                sc.close(env.now, epoch)
+            return OK
+        return status
+
+    def _dial(self, ep: Endpoint, out: float) -> Generator:
+        """Open TCP (and TLS) to an endpoint: the verdict, and the connection when it is OK."""
+        env, metrics = self.env, self.metrics
+        yield env.timeout(out + self.connect())
+        target = self.net.listeners.get(ep.address)
+        if target is None or not target[0].alive:
+            return Verdict.DIAL_FAILED, None  # connection refused: nothing listens there now
+        sc, listener = target
+        if not sc.open(env.now):
+            self.net.crashed(sc)
+            return Verdict.DIAL_FAILED, None  # this connection pushed Envoy past the quota
+        metrics.connections_opened += 1
+        epoch = sc.epoch
+        verdict = Verdict.OK
+        if ep.tls:
+            metrics.tls_handshakes += 1
+            yield env.timeout(self.tls())
+            if not listener.tls:
+                verdict = Verdict.HANDSHAKE_FAILURE  # TLS spoken to a plain port
+            elif self.verdict is not Verdict.OK:
+                verdict = self.verdict
+            elif listener.guid != ep.guid:
+                verdict = Verdict.SAN_MISMATCH  # route integrity: another instance answered
+        elif listener.tls:
+            verdict = Verdict.DIAL_FAILED  # plain HTTP to a TLS listener: reset
+        if verdict is not Verdict.OK:
+            sc.close(env.now, epoch)
+            return verdict, None
+        return verdict, (sc, epoch)

@@ -1,0 +1,200 @@
+"""Simulate a derived deployment: clients -> ingress -> routers -> sidecars -> apps.
+
+Each request is one SimPy process that walks the path (SimPy's own style: small generator
+functions, state in plain objects). Faults arrive as the events the model derived; randomness
+comes from one stream per purpose, seeded from the scenario, so a scenario and seed give
+byte-identical results.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import simpy
+
+from simnet.model.deployment import Address, Deployment, Listener
+from simnet.scenario.schema import Client
+from simnet.sim.latency import Sampler, sampler
+from simnet.sim.metrics import InstanceSeries, Metrics
+from simnet.sim.router import Router
+from simnet.sim.sidecar import Sidecar
+
+OOM_RESTART_S = 1.0  # Diego restarts a crashed instance at once; allow it a second to start
+
+
+class Network:
+    """What is listening where, and the shared pieces every router and client uses."""
+
+    def __init__(self, env: simpy.Environment, deployment: Deployment, metrics: Metrics):
+        s = deployment.scenario
+        self.env = env
+        self.deployment = deployment
+        self.metrics = metrics
+        self.sidecars: dict[str, Sidecar] = {}
+        for inst in deployment.instances:
+            series = InstanceSeries(inst.guid, inst.app, inst.index, inst.cell, inst.quota_mb,
+                                    [], [])
+            self.sidecars[inst.guid] = Sidecar(
+                series, s.proxy.memory.base_mb if s.proxy.enabled else 0.0,
+                s.proxy.memory.per_connection_kb if s.proxy.enabled else 0.0,
+                inst.base_used_mb, metrics.bins, metrics.bin_s)
+        self.listeners: dict[Address, tuple[Sidecar, Listener]] = {}
+        self.service = {a.name: sampler(a.service_time, _rng(s.seed, "service", a.name))
+                        for a in s.apps}
+        for guid in deployment.running:
+            self.start(guid)
+
+    def start(self, guid: str) -> None:
+        sc = self.sidecars[guid]
+        sc.start(self.env.now)
+        for addr, listener in self.deployment.listeners[guid]:
+            self.listeners[addr] = (sc, listener)
+
+    def stop(self, guid: str) -> None:
+        self.sidecars[guid].stop(self.env.now)
+
+    def crashed(self, sc: Sidecar) -> None:
+        """An OOM-killed container comes back after a moment, with a fresh Envoy."""
+        self.env.process(self._restart(sc.guid))
+
+    def _restart(self, guid: str):
+        yield self.env.timeout(OOM_RESTART_S)
+        if not self.sidecars[guid].alive:
+            self.start(guid)
+
+
+def _rng(seed: int, *purpose: str) -> random.Random:
+    return random.Random(":".join([str(seed), *purpose]))
+
+
+def _faults(env: simpy.Environment, net: Network, routers: list[Router]):
+    for event in net.deployment.events:
+        if event.at_s > env.now:
+            yield env.timeout(event.at_s - env.now)
+        if event.kind == "stop":
+            net.stop(event.guid)
+        elif event.kind == "start":
+            net.start(event.guid)
+        else:
+            for r in routers:
+                r.update(event.routes)
+
+
+def _client(env: simpy.Environment, c: Client, n: int, net: Network, pick: Callable[[], Router],
+            end_s: float):
+    """Open-loop Poisson arrivals, or closed-loop users each waiting for their answer."""
+    s = net.deployment.scenario
+    lat = s.latency
+    rng = _rng(s.seed, "client", str(n))
+    c2i = sampler(lat.client_to_ingress, rng)
+    i2r = sampler(lat.ingress_to_router, _rng(s.seed, "client", str(n), "i2r"))
+    connect = sampler(lat.tcp_connect, _rng(s.seed, "client", str(n), "connect"))
+    tls = sampler(lat.tls_handshake, _rng(s.seed, "client", str(n), "tls"))
+    metrics = net.metrics
+    record = _recorder(env, metrics)
+    host = c.host
+
+    def request(new_connection: bool):
+        metrics.issued += 1
+        t0 = env.now
+        up = c2i() + i2r()
+        # A new client connection costs a TCP and a TLS handshake with the load balancer.
+        yield env.timeout(up + connect() + tls() if new_connection else up)
+        status = yield from pick().handle(host, up)
+        record(status, t0)
+
+    if c.start_s:
+        yield env.timeout(c.start_s)
+    if c.model == "open":
+        rate = c.rate_per_s
+        expovariate = rng.expovariate
+        process, timeout = env.process, env.timeout
+        keep = c.keep_alive
+        first = True
+        while True:
+            gap = expovariate(rate)
+            if env.now + gap >= end_s:
+                return
+            yield timeout(gap)
+            process(request(first or not keep))
+            first = False
+        return
+    think = sampler(c.think_time, _rng(s.seed, "client", str(n), "think"))
+    for u in range(c.users):
+        env.process(_user(env, request, think, c.keep_alive, end_s))
+
+
+def _user(env, request, think: Sampler, keep_alive: bool, end_s: float):
+    first = True
+    while env.now < end_s:
+        yield from request(first or not keep_alive)
+        first = False
+        pause = think()
+        if pause:
+            yield env.timeout(pause)
+
+
+def _recorder(env: simpy.Environment, metrics: Metrics):
+    outcomes, latencies = metrics.outcomes, metrics.latencies_ms
+    per_bin, errors = metrics.requests_per_bin, metrics.errors_per_bin
+    bin_s, last = metrics.bin_s, metrics.bins - 1
+
+    def record(status: int, t0: float) -> None:
+        now = env.now
+        outcomes[status] += 1
+        latencies.append((now - t0) * 1000)
+        b = int(now / bin_s)
+        if b > last:
+            b = last
+        per_bin[b] += 1
+        if status != 200:
+            errors[b] += 1
+
+    return record
+
+
+def simulate(deployment: Deployment, progress: Callable[[float], None] | None = None) -> Metrics:
+    """Run the scenario's traffic through the deployment and return what was observed."""
+    s = deployment.scenario
+    env = simpy.Environment()
+    metrics = Metrics(duration_s=s.duration_s, bin_s=s.time_bin_s)
+    net = Network(env, deployment, metrics)
+    lat = s.latency
+    routers = []
+    for k in range(s.routers.count):
+        samplers = tuple(sampler(d, _rng(s.seed, "router", str(k), name)) for name, d in (
+            ("r2s", lat.router_to_sidecar), ("s2a", lat.sidecar_to_app),
+            ("connect", lat.tcp_connect), ("tls", lat.tls_handshake)))
+        routers.append(Router(env, net, deployment.routes, samplers))
+    env.process(_faults(env, net, routers))
+    for n, c in enumerate(s.clients):
+        end = s.duration_s if c.duration_s is None else min(s.duration_s, c.start_s + c.duration_s)
+        env.process(_client(env, c, n, net, _ingress(s, routers), end))
+    if progress is None:
+        env.run(until=s.duration_s)
+    else:
+        steps = 100
+        for k in range(1, steps + 1):
+            env.run(until=s.duration_s * k / steps)
+            progress(k / steps)
+    metrics.instances = [sc.finish() for sc in net.sidecars.values()]
+    return metrics
+
+
+def _ingress(s, routers: list[Router]) -> Callable[[], Router]:
+    """The load balancer in front of the routers: which router takes the next request."""
+    if len(routers) == 1:
+        only = routers[0]
+        return lambda: only
+    if s.ingress.balancing == "random":
+        choice = _rng(s.seed, "ingress").choice
+        return lambda: choice(routers)
+    state = [0]
+    n = len(routers)
+
+    def round_robin() -> Router:
+        state[0] += 1
+        return routers[state[0] % n]
+
+    return round_robin
