@@ -1,10 +1,17 @@
-"""Samplers for the scenario's latency distributions, in seconds of simulated time."""
+"""Samplers for the scenario's latency distributions, in seconds of simulated time.
+
+Each sampler is a C-level callable (``functools.partial`` of a ``random.Random`` method, or
+``itertools.repeat(...).__next__`` for a constant): drawing a delay costs no Python frame of
+ours, which matters at millions of draws per run.
+"""
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Callable
+from functools import partial
 
 from simnet.scenario.schema import Constant, Exponential, LogNormal, Uniform
 
@@ -14,13 +21,9 @@ Sampler = Callable[[], float]
 def sampler(dist: Constant | Exponential | LogNormal | Uniform, rng: random.Random) -> Sampler:
     """A zero-argument function drawing one delay (s) from ``dist`` with ``rng``."""
     if isinstance(dist, Constant):
-        value = dist.value_ms / 1000
-        return lambda: value
+        return itertools.repeat(dist.value_ms / 1000).__next__
     if isinstance(dist, Exponential):
-        rate = 1000 / dist.mean_ms
-        return lambda: rng.expovariate(rate)
+        return partial(rng.expovariate, 1000 / dist.mean_ms)
     if isinstance(dist, LogNormal):
-        mu, sigma, lognormvariate = math.log(dist.median_ms / 1000), dist.sigma, rng.lognormvariate
-        return lambda: lognormvariate(mu, sigma)
-    low, high, uniform = dist.low_ms / 1000, dist.high_ms / 1000, rng.uniform
-    return lambda: uniform(low, high)
+        return partial(rng.lognormvariate, math.log(dist.median_ms / 1000), dist.sigma)
+    return partial(rng.uniform, dist.low_ms / 1000, dist.high_ms / 1000)

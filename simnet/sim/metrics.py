@@ -39,6 +39,7 @@ class Metrics:
     duration_s: float
     bin_s: float
     issued: int = 0
+    in_flight: int = 0  # counted on its own (+1 issued, -1 answered) to check conservation
     outcomes: Counter = field(default_factory=Counter)
     latencies_ms: array = field(default_factory=lambda: array("d"))
     requests_per_bin: list[int] = field(default_factory=list)
@@ -65,10 +66,6 @@ class Metrics:
     @property
     def completed(self) -> int:
         return sum(self.outcomes.values())
-
-    @property
-    def in_flight(self) -> int:
-        return self.issued - self.completed
 
     def percentile(self, q: float) -> float | None:
         """Latency percentile (nearest-rank), in ms; None with no completed request."""

@@ -57,7 +57,8 @@ class Router:
             self.table[host] = tuple(e for e in endpoints if e != ep)
             self.metrics.endpoints_pruned += 1
 
-    def _choose(self, host: str, endpoints: tuple[Endpoint, ...], tried: list) -> Endpoint:
+    def _choose(self, host: str, endpoints: tuple[Endpoint, ...], tried) -> Endpoint:
+        """Least-connection, or round-robin skipping endpoints this request already tried."""
         if self.least_conn:
             busy = self.busy
             fresh = [e for e in endpoints if e not in tried] or list(endpoints)
@@ -74,19 +75,24 @@ class Router:
 
     def handle(self, host: str, upstream_s: float) -> Generator:
         """Serve one request; returns its status. ``upstream_s`` is the client-side one-way delay."""
-        env, metrics = self.env, self.metrics
-        if host not in self.table:
+        env, metrics, table = self.env, self.metrics, self.table
+        endpoints = table.get(host)
+        if endpoints is None:
             return NOT_FOUND
-        tried: list[Endpoint] = []
+        tried: list[Endpoint] | None = None
         status = NO_ENDPOINT
         for attempt in range(self.max_attempts):
-            endpoints = self.table.get(host)
-            if not endpoints:
-                return NO_ENDPOINT if attempt == 0 else status
             if attempt:
+                endpoints = table.get(host)
                 metrics.retries += 1
-            ep = self._choose(host, endpoints, tried)
-            tried.append(ep)
+            if not endpoints:
+                return status
+            if tried is None and not self.least_conn:  # the common case: plain round-robin
+                i = self.rr.get(host, 0)
+                self.rr[host] = i + 1
+                ep = endpoints[i % len(endpoints)]
+            else:
+                ep = self._choose(host, endpoints, tried or ())
             addr = ep.address
             conn = None
             idle = self.pool.get(addr)
@@ -101,16 +107,19 @@ class Router:
                 if verdict is not Verdict.OK:
                     status = verdict.status
                     self._prune(host, ep)
+                    tried = (tried or []) + [ep]
                     continue
             else:
                 yield env.timeout(out)
             sc, epoch = conn
             if not ep.tls and sc.app != ep.app:
                 metrics.misdelivered += 1  # plain HTTP: the wrong app answers (seed 000)
-            self.busy[addr] = self.busy.get(addr, 0) + 1
             inner = self.s2a()
-            yield env.timeout(inner + self.net.service[sc.app]() + upstream_s + out + inner)
-            self.busy[addr] -= 1
+            if self.least_conn:
+                self.busy[addr] = self.busy.get(addr, 0) + 1
+            yield env.timeout(inner + sc.service() + upstream_s + out + inner)
+            if self.least_conn:
+                self.busy[addr] -= 1
             if not (sc.alive and sc.epoch == epoch):
                 return Verdict.DIAL_FAILED.status  # the instance died mid-request
             if self.keep_alive and len(idle := self.pool.setdefault(addr, [])) < self.max_idle:

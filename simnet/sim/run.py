@@ -8,6 +8,7 @@ byte-identical results.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable
 
@@ -31,6 +32,8 @@ class Network:
         self.env = env
         self.deployment = deployment
         self.metrics = metrics
+        service = {a.name: sampler(a.service_time, _rng(s.seed, "service", a.name))
+                   for a in s.apps}
         self.sidecars: dict[str, Sidecar] = {}
         for inst in deployment.instances:
             series = InstanceSeries(inst.guid, inst.app, inst.index, inst.cell, inst.quota_mb,
@@ -38,10 +41,8 @@ class Network:
             self.sidecars[inst.guid] = Sidecar(
                 series, s.proxy.memory.base_mb if s.proxy.enabled else 0.0,
                 s.proxy.memory.per_connection_kb if s.proxy.enabled else 0.0,
-                inst.base_used_mb, metrics.bins, metrics.bin_s)
+                inst.base_used_mb, metrics.bins, metrics.bin_s, service[inst.app])
         self.listeners: dict[Address, tuple[Sidecar, Listener]] = {}
-        self.service = {a.name: sampler(a.service_time, _rng(s.seed, "service", a.name))
-                        for a in s.apps}
         for guid in deployment.running:
             self.start(guid)
 
@@ -97,6 +98,7 @@ def _client(env: simpy.Environment, c: Client, n: int, net: Network, pick: Calla
 
     def request(new_connection: bool):
         metrics.issued += 1
+        metrics.in_flight += 1
         t0 = env.now
         up = c2i() + i2r()
         # A new client connection costs a TCP and a TLS handshake with the load balancer.
@@ -142,6 +144,7 @@ def _recorder(env: simpy.Environment, metrics: Metrics):
 
     def record(status: int, t0: float) -> None:
         now = env.now
+        metrics.in_flight -= 1
         outcomes[status] += 1
         latencies.append((now - t0) * 1000)
         b = int(now / bin_s)
@@ -185,16 +188,8 @@ def simulate(deployment: Deployment, progress: Callable[[float], None] | None = 
 def _ingress(s, routers: list[Router]) -> Callable[[], Router]:
     """The load balancer in front of the routers: which router takes the next request."""
     if len(routers) == 1:
-        only = routers[0]
-        return lambda: only
+        return itertools.repeat(routers[0]).__next__
     if s.ingress.balancing == "random":
         choice = _rng(s.seed, "ingress").choice
         return lambda: choice(routers)
-    state = [0]
-    n = len(routers)
-
-    def round_robin() -> Router:
-        state[0] += 1
-        return routers[state[0] % n]
-
-    return round_robin
+    return itertools.cycle(routers).__next__

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from simnet.model.memory import KB_PER_MB
 from simnet.sim.metrics import InstanceSeries
 
@@ -43,10 +45,11 @@ class Sidecar:
     """
 
     __slots__ = ("guid", "app", "alive", "epoch", "conns", "highwater", "base_mb", "per_conn_mb",
-                 "limit_mb", "used_mb", "series", "g_conns", "g_high", "oom_at")
+                 "limit_mb", "used_mb", "series", "g_conns", "g_high", "oom_at", "service")
 
     def __init__(self, series: InstanceSeries, base_mb: float, per_conn_kb: float,
-                 used_mb: float, bins: int, bin_s: float):
+                 used_mb: float, bins: int, bin_s: float, service: Callable[[], float]):
+        self.service = service  # the app's service time sampler
         self.guid = series.guid
         self.app = series.app
         self.series = series

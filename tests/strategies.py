@@ -1,0 +1,62 @@
+"""Hypothesis strategies for small, valid scenarios (composable values, as hypothesis does)."""
+
+from hypothesis import strategies as st
+
+from simnet.scenario.schema import Scenario
+
+latency = st.one_of(
+    st.builds(lambda v: {"dist": "constant", "value_ms": v}, st.floats(0, 5)),
+    st.builds(lambda m: {"dist": "exponential", "mean_ms": m}, st.floats(0.05, 5)),
+    st.builds(lambda m, s: {"dist": "lognormal", "median_ms": m, "sigma": s},
+              st.floats(0.05, 5), st.floats(0, 1.5)),
+)
+
+
+@st.composite
+def scenarios(draw, max_apps=3):
+    n_apps = draw(st.integers(1, max_apps))
+    apps = []
+    for a in range(n_apps):
+        ports = draw(st.lists(st.sampled_from([8080, 9999, 2222, 3000]), min_size=1,
+                              max_size=3, unique=True))
+        apps.append({"name": f"app{a}", "instances": draw(st.integers(1, 3)), "ports": ports,
+                     "memory_mb": draw(st.sampled_from([64, 128, 256])),
+                     "service_time": draw(latency)})
+    routes = [{"host": f"app{a}.example.com", "app": f"app{a}", "port": apps[a]["ports"][0]}
+              for a in range(n_apps)]
+    duration = draw(st.floats(0.5, 3))
+    clients = []
+    for a in range(draw(st.integers(1, n_apps))):
+        if draw(st.booleans()):
+            c = {"model": "open", "rate_per_s": draw(st.floats(1, 400))}
+        else:
+            c = {"model": "closed", "users": draw(st.integers(1, 8)), "think_time": draw(latency)}
+        c.update(host=f"app{a}.example.com", keep_alive=draw(st.booleans()))
+        clients.append(c)
+    faults = []
+    for _ in range(draw(st.integers(0, 2))):
+        a = draw(st.integers(0, n_apps - 1))
+        f = {"at_s": draw(st.floats(0, duration)), "app": f"app{a}",
+             "instance": draw(st.integers(0, apps[a]["instances"] - 1))}
+        if n_apps > 1 and draw(st.booleans()):
+            f.update(kind="move", reused_by=f"app{(a + 1) % n_apps}")
+        else:
+            f.update(kind="kill", restart_after_s=draw(st.one_of(st.none(), st.floats(0, 2))))
+        faults.append(f)
+    doc = {
+        "name": "generated", "seed": draw(st.integers(0, 2**32)), "duration_s": duration,
+        "time_bin_s": 0.25,
+        "cells": {"count": 4, "memory_mb": 4096},
+        "proxy": {"enabled": True,
+                  "additional_memory_allocation_mb": draw(st.sampled_from([0, 16, "auto"])),
+                  "memory": {"base_mb": 7.5, "per_connection_kb": draw(st.sampled_from([30.0, 3000.0]))}},
+        "apps": apps, "routes": routes, "clients": clients, "faults": faults,
+        "routers": {"count": draw(st.integers(1, 3)), "max_attempts": draw(st.integers(1, 3)),
+                    "backends": {"enabled": draw(st.booleans())},
+                    "keep_alive_to_backends": draw(st.booleans()),
+                    "max_idle_conns_per_backend": draw(st.integers(0, 4)),
+                    "balancing": draw(st.sampled_from(["round-robin", "least-connection"])),
+                    "route_propagation_delay_s": draw(st.floats(0, 1))},
+        "latency": {"router_to_sidecar": draw(latency), "tls_handshake": draw(latency)},
+    }
+    return Scenario.model_validate(doc, strict=True)
