@@ -24,12 +24,10 @@ app = typer.Typer(
     help="Model the network path of sidecar-proxy platforms and check it against real components.",
 )
 console = Console()
-err_console = Console(stderr=True)
 
 
 def _fail(e: SimnetError) -> None:
-    for p in e.problems:
-        err_console.print(str(p), markup=False, highlight=False)
+    sys.stderr.write("".join(f"{p}\n" for p in e.problems))
     raise typer.Exit(e.exit_code)
 
 

@@ -62,12 +62,11 @@ def deployment_facts(d: Deployment) -> dict:
 def run(path: str | Path, reports_dir: Path,
         progress: Callable[[float], None] | None = None) -> RunOutput:
     """Load, derive, simulate and write reports/<scenario name>/."""
-    from simnet.report.render import write_report  # matplotlib is slow to import
-
     scenario, deployment = load_and_derive(path)
     t0 = time.perf_counter()
     metrics = simulate(deployment, progress)
     wall = time.perf_counter() - t0
+    from simnet.report.render import write_report  # matplotlib is slow to import: only now
     files = write_report(scenario, metrics, reports_dir / scenario.name,
                          facts=deployment_facts(deployment))
     return RunOutput(scenario, deployment, metrics, wall, files)

@@ -1,0 +1,86 @@
+"""The `simnet` command, run as a user runs it (a subprocess)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from simnet.scenario.load import BUNDLED, load_scenario
+
+
+def simnet(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "simnet", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+def test_ports_json_matches_the_seed():
+    out = simnet("ports", "8080,9999,2222", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["mappings"][:2] == [{"app_port": 8080, "proxy_port": 61001},
+                                    {"app_port": 8080, "proxy_port": 61443}]
+    assert data["admin"] == {"address": "127.0.0.1", "port": 61004}
+    assert json.loads(data["CF_INSTANCE_PORTS_env"]) == data["CF_INSTANCE_PORTS"]
+    assert all("external" in e for e in data["CF_INSTANCE_PORTS"])
+    out = simnet("ports", "8080,9999,2222", "--no-unproxied", "--json")
+    assert all("external" not in e for e in json.loads(out.stdout)["CF_INSTANCE_PORTS"])
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("8080,61443", "PORTS: app port 61443 is reserved"),
+    ("8080,http", "PORTS[1]: 'http' is not a port number"),
+    ("70000", "PORTS[0]: '70000' is not a port number"),
+])
+def test_bad_ports_exit_2_without_traceback(arg, message):
+    out = simnet("ports", arg)
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_schema_is_json_schema_for_scenarios():
+    out = simnet("schema")
+    schema = json.loads(out.stdout)
+    assert schema["title"] == "Scenario"
+    assert schema["additionalProperties"] is False
+    assert {"apps", "cells", "routes", "faults"} <= set(schema["properties"])
+
+
+def test_bad_scenario_lists_every_problem_with_exit_2(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("name: bad\ncells: {count: 1, memory_mb: 1024}\napps:\n"
+                 "  - {name: a, ports: [8080, 61443]}\n  - {name: b, ports: [99999]}\n"
+                 "colour: blue\n")
+    before = tmp_path / "reports" / "bad" / "keep.txt"
+    before.parent.mkdir(parents=True)
+    before.write_text("earlier results")
+    out = simnet("run", str(f), "--reports", str(tmp_path / "reports"))
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert f"{f}:4: apps.0.ports: port 61443 is reserved for container-to-container TLS" in lines
+    assert any(line.startswith(f"{f}:5: apps.1.ports.0: ") for line in lines)
+    assert f"{f}:6: colour: unknown key" in lines
+    assert before.read_text() == "earlier results"
+
+
+def test_missing_scenario_file_is_exit_2(tmp_path):
+    out = simnet("run", str(tmp_path / "nope.yaml"))
+    assert out.returncode == 2 and "cannot read" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_run_writes_the_report(tmp_path):
+    scenario = tmp_path / "small.yaml"
+    scenario.write_text((BUNDLED / "diego-route-integrity.yaml").read_text())
+    out = simnet("run", str(scenario), "--reports", str(tmp_path / "reports"))
+    assert out.returncode == 0, out.stderr
+    report = tmp_path / "reports" / load_scenario(scenario)[0].name
+    for f in ("report.html", "summary.json", "latency_cdf.png", "throughput.png", "memory.png",
+              "connections.png"):
+        assert (report / f).stat().st_size > 0, f
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["requests"]["issued"] > 0
+    assert "p99" in out.stdout and "status 200" in out.stdout
+    first = (report / "summary.json").read_bytes()
+    simnet("run", str(scenario), "--reports", str(tmp_path / "reports"))
+    assert (report / "summary.json").read_bytes() == first, "same scenario and seed, same bytes"

@@ -1,0 +1,113 @@
+"""Derive: placement without overcommit, addresses, routes and the fault timeline."""
+
+from collections import Counter
+
+import pytest
+from hypothesis import given
+
+from simnet.errors import SimnetError
+from simnet.model.deployment import derive
+from simnet.model.memory import seed_rule_mb
+from simnet.pipeline import load_and_derive
+from simnet.scenario.load import load_text
+from tests.strategies import scenarios
+
+
+def test_auto_additional_memory_is_the_seed_rule():
+    assert seed_rule_mb(0) == 10 and seed_rule_mb(1000) == 40 and seed_rule_mb(150) == 14
+    s, _ = load_text("""
+name: t
+cells: {count: 1, memory_mb: 1024}
+proxy: {additional_memory_allocation_mb: auto, expected_peak_connections: 500}
+apps: [{name: a, memory_mb: 256}]
+""")
+    d = derive(s)
+    assert d.additional_mb == 25
+    assert d.instances[0].quota_mb == 256 + 25
+
+
+@given(scenarios())
+def test_cells_are_never_overcommitted(scenario):
+    d = derive(scenario)
+    used = Counter()
+    for guid in d.running:
+        inst = d.instance(guid)
+        used[inst.cell] += inst.quota_mb
+    assert all(mb <= scenario.cells.memory_mb for mb in used.values())
+    # Every running address belongs to exactly one instance.
+    addresses = [a for g in d.running for a, _ in d.listeners[g]]
+    assert len(addresses) == len(set(addresses))
+
+
+def test_too_many_instances_is_an_error_naming_the_line(tmp_path):
+    f = tmp_path / "big.yaml"
+    f.write_text("""name: big
+cells:
+  count: 2
+  memory_mb: 1024
+proxy:
+  additional_memory_allocation_mb: 32
+apps:
+  - name: small
+    instances: 2
+  - name: huge
+    memory_mb: 512
+    instances: 3
+""")
+    with pytest.raises(SimnetError) as e:
+        load_and_derive(f)
+    (p,) = e.value.problems
+    assert (p.file, p.line, p.field) == (str(f), 12, "apps.1.instances")
+    assert "only 2 of 3 instances fit" in p.message and "544 MB" in p.message
+
+
+def test_unroutable_plain_backends_without_unproxied_mappings(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("""name: s
+cells: {count: 1, memory_mb: 1024}
+proxy: {enable_unproxied_port_mappings: false}
+apps: [{name: a}]
+routers:
+  backends:
+    enabled: false
+""")
+    with pytest.raises(SimnetError) as e:
+        load_and_derive(f)
+    assert str(e.value.problems[0]).startswith(f"{f}:7: routers.backends.enabled: backend TLS is off")
+
+
+def test_routes_point_at_the_tls_proxy_host_port():
+    s, _ = load_text("""
+name: t
+cells: {count: 1, memory_mb: 1024}
+apps: [{name: a, ports: [8080, 9999, 2222]}]
+routes: [{host: a.example.com, app: a, port: 9999}]
+""")
+    d = derive(s)
+    inst = d.instances[0]
+    (ep,) = d.routes["a.example.com"]
+    assert ep.tls and ep.guid == inst.guid
+    assert ep.address == (inst.cell_ip, inst.host_ports[61002])  # 9999 -> proxy 61002
+    assert inst.cf_instance_ports[1]["internal_tls_proxy"] == 61002
+    assert inst.cf_instance_ports[1]["external_tls_proxy"] == ep.address[1]
+
+
+def test_move_reuses_the_address_for_another_app():
+    s, _ = load_text("""
+name: t
+cells: {count: 2, memory_mb: 2048}
+apps: [{name: a, instances: 2}, {name: b}]
+routes: [{host: a.example.com, app: a}, {host: b.example.com, app: b}]
+routers: {route_propagation_delay_s: 2}
+faults: [{kind: move, at_s: 1, app: a, instance: 0, reused_by: b}]
+""")
+    d = derive(s)
+    victim = d.routes["a.example.com"][0]
+    kinds = [(e.at_s, e.kind) for e in d.events]
+    assert kinds == [(1, "stop"), (1, "start"), (1, "start"), (3, "routes")]
+    newcomer = d.instance(d.events[1].guid)
+    assert newcomer.app == "b"
+    served = dict(d.listeners[newcomer.guid])
+    assert served[victim.address].guid == newcomer.guid and served[victim.address].tls
+    new_a = dict(d.events[3].routes)["a.example.com"]
+    assert victim not in new_a and len(new_a) == 2
