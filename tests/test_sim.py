@@ -2,7 +2,7 @@
 
 import json
 
-from hypothesis import given, settings
+from hypothesis import given
 
 from simnet.model.deployment import derive
 from simnet.scenario.load import load_text
@@ -42,7 +42,6 @@ def test_same_scenario_and_seed_give_identical_results():
 
 
 @given(scenarios())
-@settings(max_examples=60)
 def test_every_request_ends_exactly_once(scenario):
     m = simulate(derive(scenario))
     assert m.issued == m.completed + m.in_flight
@@ -59,7 +58,6 @@ def test_every_request_ends_exactly_once(scenario):
 
 
 @given(scenarios())
-@settings(max_examples=20)
 def test_runs_are_deterministic(scenario):
     d = derive(scenario)
     assert summary_bytes(simulate(d)) == summary_bytes(simulate(d))

@@ -1,0 +1,412 @@
+"""The report's figures: plain matplotlib, Agg only, one function per figure.
+
+Every function takes a :class:`~simnet.sim.metrics.Metrics` and returns a new
+:class:`matplotlib.figure.Figure` drawn on its own Agg canvas: no pyplot, so no display, no
+global figure registry, nothing to close, and the caller's backend (a notebook's) untouched.
+Sizes, DPI, fonts and style are fixed and :func:`save_png` writes no timestamp or software
+tag, so the same metrics give byte-identical PNGs run to run. Empty data (no requests, no
+instances, proxy disabled) gives a figure that says so instead of an exception.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+import matplotlib
+import numpy as np  # matplotlib depends on numpy
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+from simnet.sim.metrics import InstanceSeries, Metrics
+
+WIDTH_IN, HEIGHT_IN, DPI = 9.0, 4.0, 110
+TOP_N = 8  # instances drawn and named one by one; the rest are summarised
+OTHERS_AS_LINES = 20  # up to this many "other" instances are drawn as thin grey lines
+CDF_POINTS = 3000  # a CDF of 10^6 latencies is drawn through this many quantiles
+
+OK_COLOUR = "#2b8a3e"
+ERROR_COLOUR = "#c92a2a"
+QUOTA_COLOUR = "#495057"
+OTHER_COLOUR = "#adb5bd"
+PALETTE = ("#1f77b4", "#ff7f0e", "#9467bd", "#17becf", "#8c564b", "#e377c2", "#bcbd22",
+           "#2ca02c", "#7f7f7f", "#d62728")
+
+STYLE = {
+    "font.family": "DejaVu Sans",  # ships with matplotlib: same glyphs on every machine
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.titleweight": "bold",
+    "axes.titlelocation": "left",
+    "axes.labelsize": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#e9ecef",
+    "grid.linewidth": 0.8,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "svg.hashsalt": "simnet",
+    "axes.axisbelow": True,
+    "path.simplify": True,
+    "savefig.dpi": DPI,
+    "figure.dpi": DPI,
+}
+
+PNG_METADATA = {"Software": None}  # Agg would otherwise stamp the matplotlib version
+
+
+@contextmanager
+def style() -> Iterator[None]:
+    """The fixed style; figures are built and saved inside it."""
+    with matplotlib.rc_context(STYLE):
+        yield
+
+
+def _figure(height_in: float = HEIGHT_IN) -> Figure:
+    fig = Figure(figsize=(WIDTH_IN, height_in), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _empty(ax, message: str) -> None:
+    ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center",
+            color="#868e96", fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+
+
+def _ms(v: float, _pos=None) -> str:
+    """Axis tick label for a latency in ms."""
+    if v >= 1000:
+        return f"{v / 1000:g} s"
+    return f"{v:g}"
+
+
+def fmt_ms(v: float) -> str:
+    """A latency for people: three significant figures, seconds from 1000 ms up."""
+    if v >= 1000:
+        return f"{v / 1000:.3g} s"
+    if v >= 100:
+        return f"{v:.0f} ms"
+    return f"{v:.3g} ms"
+
+
+def _label(inst: InstanceSeries) -> str:
+    return f"{inst.app}/{inst.index} ({inst.guid[:8]})"
+
+
+def bin_edges(metrics: Metrics) -> np.ndarray:
+    """Time-bin edges in seconds; the last bin ends at the run's duration (it may be short)."""
+    edges = np.arange(metrics.bins + 1, dtype=float) * metrics.bin_s
+    edges[-1] = max(metrics.duration_s, edges[-2] + 1e-9)
+    return edges
+
+
+def _series(values: Sequence[float], n: int) -> np.ndarray:
+    """A per-bin series padded (or cut) to n bins, so a short list never breaks a plot."""
+    out = np.zeros(n, dtype=float)
+    v = np.asarray(values[:n], dtype=float)
+    out[: len(v)] = v
+    return out
+
+
+# --- latency -----------------------------------------------------------------------------
+
+
+def nearest_rank(ordered: np.ndarray, q: float) -> float:
+    """Nearest-rank percentile of sorted values: the same rule as ``Metrics.summary``."""
+    return float(ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1])
+
+
+def latency_cdf(metrics: Metrics) -> Figure:
+    """Cumulative distribution of request latency, log-scale x, with p50/p95/p99 marked."""
+    with style():
+        fig = _figure()
+        ax = fig.add_subplot()
+        lat = np.sort(np.frombuffer(metrics.latencies_ms, dtype=float)) \
+            if len(metrics.latencies_ms) else np.zeros(0)
+        n = len(lat)
+        ax.set_title(f"Latency, client to client ({n:,} completed requests)")
+        if n == 0:
+            _empty(ax, "no completed requests")
+            return fig
+        frac = np.arange(1, n + 1, dtype=float) / n
+        if n > CDF_POINTS:  # every quantile of the body, and the tail in finer steps
+            idx = np.unique(np.concatenate([
+                np.linspace(0, n - 1, CDF_POINTS * 2 // 3),
+                np.linspace(int(n * 0.99), n - 1, CDF_POINTS // 3),
+            ]).astype(int))
+            x, y = lat[idx], frac[idx]
+        else:
+            x, y = lat, frac
+        positive = lat[lat > 0]
+        log = len(positive) > 0
+        if log:
+            floor = positive[0]
+            x = np.maximum(x, floor)  # a 0 ms latency sits at the left edge of a log axis
+        # A CDF is a step function: it jumps at each observed value.
+        ax.step(np.concatenate([[x[0]], x]), np.concatenate([[0.0], y]), where="post",
+                color="#1c7ed6", linewidth=1.6, label="_cdf")
+        marks = [(50, "p50", "#2b8a3e", (0, (4, 2))), (95, "p95", "#e67700", (0, (4, 2))),
+                 (99, "p99", "#c92a2a", (0, (4, 2)))]
+        for q, name, colour, dash in marks:
+            v = nearest_rank(lat, q)
+            xv = max(v, floor) if log else v
+            ax.axvline(xv, color=colour, linestyle=dash, linewidth=1.1,
+                       label=f"{name} = {fmt_ms(v)}")
+            ax.plot([xv], [q / 100], marker="o", markersize=4, color=colour, label="_mark")
+        lo, hi = float(x[0]), float(lat[-1] if not log else max(lat[-1], floor))
+        if log:
+            ax.set_xscale("log")
+            if hi / lo < 1.5:  # (nearly) constant latency: give the step room either side
+                lo, hi = lo / 1.5, hi * 1.5
+            else:
+                lo, hi = lo / 1.15, hi * 1.15
+            ax.set_xlim(lo, hi)
+            decades = math.log10(hi / lo)
+            subs = (1.0, 2.0, 5.0) if decades > 1.2 else (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
+            if decades < 0.4:
+                subs = tuple(float(s) for s in range(1, 10))
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+            ax.xaxis.set_major_formatter(FuncFormatter(_ms))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel("latency (ms, log scale)")
+        else:
+            ax.set_xlim(-1, 1)
+            ax.set_xlabel("latency (ms)")
+        ax.set_ylim(0, 1.02)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:.0%}"))
+        ax.set_ylabel("requests answered within x")
+        ax.legend(loc="lower right")
+        return fig
+
+
+# --- throughput --------------------------------------------------------------------------
+
+
+def throughput(metrics: Metrics) -> Figure:
+    """Responses and error responses per second, per time bin (errors on their own scale)."""
+    with style():
+        fig = _figure(HEIGHT_IN + 0.6)
+        top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[2.2, 1])
+        edges = bin_edges(metrics)
+        width = np.diff(edges)
+        n = metrics.bins
+        req = _series(metrics.requests_per_bin, n)
+        err = _series(metrics.errors_per_bin, n)
+        ok_rate, err_rate = (req - err) / width, err / width
+        top.set_title(f"Throughput (responses per second, {metrics.bin_s:g} s bins, "
+                      "by completion time)")
+        if req.sum() == 0:
+            _empty(top, "no responses")
+        else:
+            top.stairs(req / width, edges, fill=True, color=OK_COLOUR, alpha=0.18,
+                       label="_total")
+            top.stairs(req / width, edges, baseline=None, color=OK_COLOUR, linewidth=1.3,
+                       label="all responses/s")
+            if err.sum():
+                top.stairs(ok_rate, edges, baseline=None, color=OK_COLOUR, linewidth=0.8, linestyle=":",
+                           label="200 OK/s")
+            top.set_ylim(0, max(1.0, float((req / width).max())) * 1.12)
+            top.set_ylabel("responses/s")
+            top.yaxis.set_major_locator(MaxNLocator(5))
+            top.legend(loc="lower right", ncols=2)
+        if err.sum() == 0:
+            bottom.stairs(err_rate, edges, baseline=None, color=ERROR_COLOUR, linewidth=1.0)
+            bottom.set_ylim(0, 1)
+            bottom.set_yticks([0, 1])
+            bottom.text(0.5, 0.5, "no error responses", transform=bottom.transAxes,
+                        ha="center", va="center", color="#868e96")
+        else:
+            bottom.stairs(err_rate, edges, fill=True, color=ERROR_COLOUR, alpha=0.85)
+            bottom.set_ylim(0, float(err_rate.max()) * 1.2)
+            bottom.yaxis.set_major_locator(MaxNLocator(3))
+            total = int(err.sum())
+            bottom.text(0.995, 0.92, f"{total:,} error responses in all", ha="right",
+                        va="top", transform=bottom.transAxes, color=ERROR_COLOUR, fontsize=8)
+        bottom.set_ylabel("errors/s")
+        bottom.set_xlabel("time (s)")
+        bottom.set_xlim(0, edges[-1])
+        return fig
+
+
+# --- per-instance figures ----------------------------------------------------------------
+
+
+def _rank(instances: Sequence[InstanceSeries], key: Callable[[InstanceSeries], float],
+          top_n: int) -> tuple[list[InstanceSeries], list[InstanceSeries]]:
+    """The top_n instances by key (ties keep the run's order), and the rest in run order."""
+    order = sorted(range(len(instances)), key=lambda i: (-key(instances[i]), i))
+    top = sorted(order[:top_n])
+    chosen = set(top)
+    return [instances[i] for i in top], [inst for i, inst in enumerate(instances)
+                                         if i not in chosen]
+
+
+def _others(ax, rest: Sequence[InstanceSeries], values: Callable[[InstanceSeries], np.ndarray],
+            edges: np.ndarray, what: str) -> None:
+    """The instances not named: thin grey lines, or their min-max band when there are many."""
+    if not rest:
+        return
+    peak = max(float(values(i).max(initial=0)) for i in rest)
+    label = f"{len(rest):,} other instance{'s' if len(rest) > 1 else ''} (peak ≤ {peak:g}{what})"
+    if len(rest) <= OTHERS_AS_LINES:
+        for k, inst in enumerate(rest):
+            ax.stairs(values(inst), edges, baseline=None, color=OTHER_COLOUR, linewidth=0.8,
+                      alpha=0.8,
+                      label=label if k == 0 else "_other", zorder=1)
+        return
+    stack = np.vstack([values(i) for i in rest])
+    lo, hi = stack.min(axis=0), stack.max(axis=0)
+    ax.stairs(hi, edges, baseline=lo, fill=True, color=OTHER_COLOUR, alpha=0.45, label=label,
+              zorder=1)
+    ax.stairs(np.median(stack, axis=0), edges, baseline=None, color="#868e96", linewidth=0.8,
+              linestyle="--", label="their median", zorder=1)
+
+
+def _oom_note(inst: InstanceSeries) -> str:
+    return f", {inst.oom_kills} OOM kill{'s' if inst.oom_kills != 1 else ''}" \
+        if inst.oom_kills else ""
+
+
+def memory(metrics: Metrics, top_n: int = TOP_N) -> Figure:
+    """Envoy memory per instance over time (MB), with the container quotas dashed.
+
+    Envoy's footprint is usually a few percent of the container quota; when the quota is far
+    above it the y axis is broken so both the growth and the quota stay readable.
+    """
+    insts = metrics.instances
+    with style():
+        fig = _figure(HEIGHT_IN + 0.4)
+        title = "Envoy sidecar memory (high-water mark, MB)"
+        n = metrics.bins
+        if not insts:
+            ax = fig.add_subplot()
+            ax.set_title(title)
+            _empty(ax, "no app instances")
+            return fig
+        mem = {id(i): _series(i.memory_mb, n) for i in insts}
+        peak = max(float(m.max(initial=0)) for m in mem.values())
+        if peak <= 0:
+            ax = fig.add_subplot()
+            ax.set_title(title)
+            _empty(ax, "no sidecar memory recorded (proxy disabled?)")
+            return fig
+        edges = bin_edges(metrics)
+        low = min(float(m.min()) for m in mem.values())
+        quotas: dict[float, list[str]] = {}
+        for i in insts:
+            apps = quotas.setdefault(float(i.quota_mb), [])
+            if i.app not in apps:
+                apps.append(i.app)
+        qmin, qmax = min(quotas), max(quotas)
+        broken = qmax > 4 * peak
+        if broken:
+            qax, ax = fig.subplots(2, 1, sharex=True, height_ratios=[1, 4])
+            qax.set_title(title)
+            span = max(qmax - qmin, 0.0)
+            pad = max(span * 0.15, qmax * 0.04)
+            qax.set_ylim(max(0.0, qmin - pad), qmax + pad)
+            qax.spines["bottom"].set_visible(False)
+            qax.tick_params(axis="x", bottom=False, labelbottom=False)
+            qax.yaxis.set_major_locator(MaxNLocator(2 if span else 1))
+            qax.set_yticks(sorted(quotas))
+            ax.spines["top"].set_visible(True)
+            ax.spines["top"].set_linestyle((0, (2, 2)))
+            ax.spines["top"].set_color("#adb5bd")
+            # the break marks, on the left spine of both axes
+            kw = dict(marker=[(-1, -0.5), (1, 0.5)], markersize=9, linestyle="none",
+                      color="k", mec="k", mew=1, clip_on=False)
+            qax.plot([0], [0], transform=qax.transAxes, **kw)
+            ax.plot([0], [1], transform=ax.transAxes, **kw)
+            spread = peak - low
+            lo = 0.0 if low < 0.5 * peak else max(0.0, low - max(spread * 0.25, peak * 0.02))
+            ax.set_ylim(lo, peak + max(spread * 0.25, peak * 0.02))
+            quota_axes = qax
+        else:
+            ax = fig.add_subplot()
+            ax.set_title(title)
+            ax.set_ylim(0, max(qmax, peak) * 1.1)
+            quota_axes = ax
+        for q, apps in sorted(quotas.items()):
+            quota_axes.axhline(q, color=QUOTA_COLOUR, linestyle=(0, (5, 3)), linewidth=1.1,
+                               label="_quota")
+            quota_axes.annotate(f"container quota {q:g} MB: {', '.join(apps)}", (0.005, q),
+                                xycoords=("axes fraction", "data"), xytext=(0, 2),
+                                textcoords="offset points", va="bottom", ha="left",
+                                fontsize=7.5, color=QUOTA_COLOUR)
+        top, rest = _rank(insts, lambda i: float(mem[id(i)].max(initial=0)), top_n)
+        _others(ax, rest, lambda i: mem[id(i)], edges, " MB")
+        for k, inst in enumerate(top):
+            m = mem[id(inst)]
+            share = float(m.max(initial=0)) / inst.quota_mb if inst.quota_mb else 0.0
+            ax.stairs(m, edges, baseline=None, color=PALETTE[k % len(PALETTE)], linewidth=1.5, zorder=3,
+                      label=f"{_label(inst)}: {m.max(initial=0):g} MB ({share:.1%} of quota)"
+                            f"{_oom_note(inst)}")
+        ax.set_ylabel("MB")
+        ax.set_xlabel("time (s)")
+        ax.set_xlim(0, edges[-1])
+        ax.yaxis.set_major_locator(MaxNLocator(5))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
+        fig.legend(loc="outside right upper")
+        return fig
+
+
+def connections(metrics: Metrics, top_n: int = TOP_N) -> Figure:
+    """Concurrent router connections per sidecar over time (maximum in each bin)."""
+    insts = metrics.instances
+    with style():
+        fig = _figure()
+        ax = fig.add_subplot()
+        ax.set_title("Concurrent connections per sidecar (maximum per time bin)")
+        if not insts:
+            _empty(ax, "no app instances")
+            return fig
+        n = metrics.bins
+        edges = bin_edges(metrics)
+        conns = {id(i): _series(i.conns_max, n) for i in insts}
+        top, rest = _rank(insts, lambda i: float(conns[id(i)].max(initial=0)), top_n)
+        _others(ax, rest, lambda i: conns[id(i)], edges, "")
+        for k, inst in enumerate(top):
+            c = conns[id(inst)]
+            ax.stairs(c, edges, baseline=None, color=PALETTE[k % len(PALETTE)], linewidth=1.5, zorder=3,
+                      label=f"{_label(inst)}: peak {int(c.max(initial=0))}{_oom_note(inst)}")
+        peak = max(float(c.max(initial=0)) for c in conns.values())
+        ax.set_ylim(0, max(peak, 1.0) * 1.12)
+        ax.yaxis.set_major_locator(MaxNLocator(6, integer=True))
+        ax.set_ylabel("open connections")
+        ax.set_xlabel("time (s)")
+        ax.set_xlim(0, edges[-1])
+        fig.legend(loc="outside right upper")
+        return fig
+
+
+FIGURES: dict[str, Callable[[Metrics], Figure]] = {
+    "latency_cdf.png": latency_cdf,
+    "throughput.png": throughput,
+    "memory.png": memory,
+    "connections.png": connections,
+}
+"""File name -> figure function, in the order the report shows them."""
+
+
+def save_png(fig: Figure, target: str | Path | IO[bytes]) -> None:
+    """Write a figure as PNG with no timestamp or version tag: same figure, same bytes."""
+    with style():
+        fig.savefig(target, format="png", dpi=DPI, metadata=PNG_METADATA)
+
+
+def png_bytes(fig: Figure) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    save_png(fig, buf)
+    return buf.getvalue()

@@ -1,0 +1,328 @@
+"""Write a run's report folder: report.html, summary.json and the figures as PNG.
+
+``write_report`` renders everything into a fresh directory beside the target and only then
+swaps it into place, so a run that fails half-way leaves the previous report as it was.
+
+summary.json is for machines and for diffs: ``Metrics.summary()`` plus the scenario's name,
+platform, seed and duration and the derived deployment ``facts``, with sorted keys -- the same
+scenario and seed give the same bytes. Facts that depend on the wall clock (``wall_s``,
+``generated_at``, ... see :func:`is_volatile`) are shown in the HTML only.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import enum
+import json
+import math
+import os
+import secrets
+import shutil
+from collections.abc import Mapping
+from pathlib import Path, PurePath
+from typing import Any
+
+import jinja2
+
+from simnet import __version__
+from simnet.report import figures
+from simnet.scenario.schema import Scenario
+from simnet.sim.metrics import Metrics
+
+# --- what the report says about status codes ---------------------------------------------
+
+STATUS_MEANINGS: dict[int, tuple[str, str]] = {
+    200: ("OK", "the app answered"),
+    404: ("unknown route", "gorouter has no route for the requested host"),
+    496: ("client certificate rejected",
+          "the backend (Envoy with mTLS on) rejected the router's client certificate"),
+    502: ("bad gateway", "dial failure: nothing listening at the endpoint, connection "
+          "refused, or the instance died mid-request"),
+    503: ("no endpoint / route integrity",
+          "no endpoint left for the route, or the backend certificate's SAN is not the "
+          "instance the route names (stale route caught; endpoint pruned)"),
+    525: ("TLS handshake failure", "router and sidecar could not complete a TLS handshake "
+          "(e.g. no cipher suite in common)"),
+    526: ("unknown authority", "the backend certificate is signed by a CA the router "
+          "does not trust"),
+}
+"""Status -> (short name, what gorouter means by it)."""
+
+FIGURE_FILES: tuple[tuple[str, str, str, str], ...] = (
+    ("latency_cdf.png", "latency_cdf", "Latency",
+     "Share of requests answered within a given time, client to client, including "
+     "handshakes on new connections and retries. Dashed lines mark p50, p95 and p99."),
+    ("throughput.png", "throughput", "Throughput and errors",
+     "Responses per second in each time bin, counted when they complete; below, the "
+     "non-200 responses on their own scale."),
+    ("memory.png", "memory", "Sidecar memory",
+     "Envoy's resident memory per instance: it follows the high-water mark of concurrent "
+     "connections and is not given back. The dashed lines are the container quotas, which "
+     "hold the app and its other processes too, so an OOM kill comes when Envoy plus the "
+     "app pass the quota, well before Envoy alone reaches the line."),
+    ("connections.png", "connections", "Connections per sidecar",
+     "Concurrent router connections each sidecar holds (maximum in each time bin); idle "
+     "keep-alive connections count."),
+)
+"""(file, function in :mod:`simnet.report.figures`, heading, caption), in report order.
+Functions are looked up when the report is written, so tests can replace one."""
+
+REPORT_FILES = ("report.html", "summary.json") + tuple(f[0] for f in FIGURE_FILES)
+
+VOLATILE_FACTS = frozenset({
+    "wall_s", "wall_time", "wall_time_s", "wall_clock_s", "elapsed_s", "generated_at",
+    "started_at", "finished_at", "timestamp", "hostname",
+})
+MAX_ROWS = 200  # longer lists (10^5 instances) are cut in the HTML; summary.json has them all
+
+# --- summary.json ------------------------------------------------------------------------
+
+
+def is_volatile(key: str) -> bool:
+    """A fact that changes from run to run of the same scenario (wall time...): HTML only."""
+    k = str(key).lower()
+    return k in VOLATILE_FACTS or k.startswith("wall")
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON values (dict with str keys, list, str, int, float, bool, None)."""
+    if value is None or isinstance(value, (bool, str, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((jsonable(v) for v in value), key=lambda v: json.dumps(v, sort_keys=True))
+    if isinstance(value, PurePath):
+        return str(value)
+    if hasattr(value, "model_dump"):  # pydantic
+        return jsonable(value.model_dump(mode="json"))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return jsonable(dataclasses.asdict(value))
+    if hasattr(value, "item"):  # numpy scalars
+        return jsonable(value.item())
+    return str(value)
+
+
+def summary(scenario: Scenario, metrics: Metrics, facts: Mapping | None = None) -> dict:
+    """What summary.json holds: no wall-clock values, so equal runs give equal bytes."""
+    out = metrics.summary()
+    out.update({
+        "scenario": scenario.name,
+        "platform": scenario.platform,
+        "seed": scenario.seed,
+        "duration_s": scenario.duration_s,
+        "facts": {k: v for k, v in jsonable(dict(facts or {})).items() if not is_volatile(k)},
+    })
+    return out
+
+
+def summary_json(scenario: Scenario, metrics: Metrics, facts: Mapping | None = None) -> str:
+    return json.dumps(summary(scenario, metrics, facts), sort_keys=True, indent=2,
+                      allow_nan=False) + "\n"
+
+
+# --- the HTML ----------------------------------------------------------------------------
+
+
+def _node(value: Any, depth: int = 0) -> dict:
+    """A plain JSON value as a tree the template draws: scalar, kv table, table or list."""
+    if isinstance(value, dict):
+        if not value:
+            return {"kind": "scalar", "text": "—"}
+        return {"kind": "kv", "rows": [(k, _node(v, depth + 1)) for k, v in value.items()]}
+    if isinstance(value, list):
+        if not value:
+            return {"kind": "scalar", "text": "—"}
+        shown, more = value[:MAX_ROWS], max(0, len(value) - MAX_ROWS)
+        if all(isinstance(v, dict) for v in shown) and depth < 4:
+            cols: list[str] = []
+            for row in shown:
+                cols.extend(k for k in row if k not in cols)
+            return {"kind": "table", "cols": cols, "more": more,
+                    "rows": [[_node(row[c], depth + 1) if c in row else _blank()
+                              for c in cols] for row in shown]}
+        if all(not isinstance(v, (dict, list)) for v in shown):
+            texts = [_scalar(v) for v in shown]
+            if sum(len(t) for t in texts) <= 80 and not more:
+                return {"kind": "scalar", "text": ", ".join(texts)}
+            return {"kind": "list", "items": [_node(v, depth + 1) for v in shown], "more": more}
+        return {"kind": "list", "items": [_node(v, depth + 1) for v in shown], "more": more}
+    return {"kind": "scalar", "text": _scalar(value),
+            "code": isinstance(value, str) and value[:1] in "[{" and len(value) > 20}
+
+
+def _blank() -> dict:
+    return {"kind": "scalar", "text": ""}
+
+
+def _scalar(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def _ms(v: float | None) -> str:
+    return "—" if v is None else figures.fmt_ms(v)
+
+
+def _rate(ok: int, total: int) -> str:
+    """Success rate that never shows 100 % when something failed."""
+    if total == 0:
+        return "—"
+    pct = 100 * ok / total
+    if ok == total:
+        return "100 %"
+    text = f"{pct:.2f} %"
+    return "> 99.99 %" if text == "100.00 %" else text
+
+
+def _instances(metrics: Metrics) -> tuple[list[dict], int]:
+    rows = []
+    for i in metrics.instances:
+        share = i.peak_memory_mb / i.quota_mb if i.quota_mb else 0.0
+        rows.append({
+            "label": f"{i.app}/{i.index}", "guid": i.guid, "cell": i.cell,
+            "peak_connections": i.peak_connections,
+            "connections_opened": i.connections_opened,
+            "peak_memory": f"{i.peak_memory_mb:.4g}", "quota": f"{i.quota_mb:g}",
+            "share": share, "share_text": f"{share:.1%}" if share >= 0.001 or not share
+            else "< 0.1%",
+            "bar": max(0.0, min(100.0, share * 100)), "oom_kills": i.oom_kills,
+        })
+    if len(rows) <= MAX_ROWS:
+        return rows, 0
+    ranked = sorted(range(len(rows)), key=lambda k: (-rows[k]["oom_kills"], -rows[k]["share"],
+                                                     -rows[k]["peak_connections"], k))
+    return [rows[k] for k in sorted(ranked[:MAX_ROWS])], len(rows) - MAX_ROWS
+
+
+def context(scenario: Scenario, metrics: Metrics, pngs: Mapping[str, bytes],
+            facts: Mapping | None = None) -> dict:
+    """Everything the template shows, already formatted."""
+    s = metrics.summary()
+    req, lat = s["requests"], s["latency_ms"]
+    completed, outcomes = req["completed"], metrics.outcomes
+    ok = outcomes.get(200, 0)
+    statuses = []
+    for code in sorted(outcomes):
+        name, meaning = STATUS_MEANINGS.get(code, ("", ""))
+        count = outcomes[code]
+        statuses.append({"code": code, "count": count, "name": name, "meaning": meaning,
+                         "share": f"{100 * count / completed:.2f} %" if completed else "—",
+                         "error": code != 200})
+    instances, instances_cut = _instances(metrics)
+    oom = sum(i.oom_kills for i in metrics.instances)
+    scenario_dump = scenario.model_dump(mode="json")
+    for k in ("name", "description"):
+        scenario_dump.pop(k, None)
+    facts = jsonable(dict(facts or {}))
+    return {
+        "title": f"simnet report: {scenario.name}",
+        "scenario": scenario, "version": __version__,
+        "headline": [
+            ("requests", f"{req['issued']:,}",
+             f"{completed:,} completed" + (f", {req['in_flight']:,} still in flight at the end"
+                                           if req["in_flight"] else "")),
+            ("success rate", _rate(ok, completed), f"{ok:,} answered 200"),
+            ("p50", _ms(lat["p50"]), "median latency"),
+            ("p95", _ms(lat["p95"]), ""),
+            ("p99", _ms(lat["p99"]), f"max {_ms(lat['max'])}"),
+            ("errors", f"{completed - ok:,}", f"{req['retries']:,} retries, "
+                                               f"{s['endpoints_pruned']:,} endpoints pruned"),
+        ],
+        "secondary": [
+            ("connections opened to sidecars", f"{s['connections_opened']:,}"),
+            ("TLS handshakes", f"{s['tls_handshakes']:,}"),
+            ("instances", f"{len(metrics.instances):,}"),
+            ("OOM kills", f"{oom:,}"),
+        ],
+        "errors": completed - ok,
+        "statuses": statuses,
+        "misdelivered": req["misdelivered"],
+        "oom": oom, "oom_instances": sum(1 for i in metrics.instances if i.oom_kills),
+        "figures": [
+            {"file": file, "heading": heading, "caption": caption,
+             "src": "data:image/png;base64," + base64.b64encode(pngs[file]).decode("ascii")}
+            for file, _fn, heading, caption in FIGURE_FILES
+        ],
+        "instances": instances, "instances_cut": instances_cut,
+        "facts": _node(stable) if (stable := {k: v for k, v in facts.items()
+                                              if not is_volatile(k)}) else None,
+        "volatile": [(k, _scalar(v)) for k, v in facts.items() if is_volatile(k)],
+        "scenario_tree": _node(scenario_dump),
+    }
+
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("simnet.report", "templates"),
+    autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
+
+
+def render_html(scenario: Scenario, metrics: Metrics, pngs: Mapping[str, bytes],
+                facts: Mapping | None = None) -> str:
+    """report.html as a string; ``pngs`` maps each figure's file name to its PNG bytes."""
+    return _ENV.get_template("report.html.j2").render(context(scenario, metrics, pngs, facts))
+
+
+# --- writing the folder ------------------------------------------------------------------
+
+
+def write_report(scenario: Scenario, metrics: Metrics, outdir: Path, *,
+                 facts: dict | None = None) -> list[Path]:
+    """Write report.html, summary.json and the figures into ``outdir``; return their paths.
+
+    Everything is rendered into a new directory beside ``outdir`` first; only when all of it
+    is written does it replace ``outdir`` (the old one is removed afterwards). An exception
+    on the way leaves an existing ``outdir`` untouched and no temporary directory behind.
+    """
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise NotADirectoryError(f"{outdir} exists and is not a directory")
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+    staging = outdir.with_name(f".{outdir.name}.new-{tag}")
+    staging.mkdir()  # honours the umask, unlike mkdtemp's 0700
+    try:
+        pngs: dict[str, bytes] = {}
+        for file, fn, _heading, _caption in FIGURE_FILES:
+            fig = getattr(figures, fn)(metrics)
+            pngs[file] = figures.png_bytes(fig)
+            (staging / file).write_bytes(pngs[file])
+        (staging / "summary.json").write_text(summary_json(scenario, metrics, facts),
+                                              encoding="utf-8")
+        (staging / "report.html").write_text(render_html(scenario, metrics, pngs, facts),
+                                             encoding="utf-8")
+        _swap(staging, outdir, tag)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return [outdir / f for f in REPORT_FILES]
+
+
+def _swap(staging: Path, outdir: Path, tag: str) -> None:
+    """Put ``staging`` where ``outdir`` is: two renames, then remove the old folder."""
+    old = None
+    if outdir.exists():
+        old = outdir.with_name(f".{outdir.name}.old-{tag}")
+        os.replace(outdir, old)
+    try:
+        os.replace(staging, outdir)
+    except BaseException:
+        if old is not None:
+            os.replace(old, outdir)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
