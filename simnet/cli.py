@@ -79,10 +79,10 @@ def _summary_table(out) -> Table:
 
 def _instance_table(out) -> Table:
     t = Table(title="sidecars")
-    for col in ("instance", "app", "cell", "peak conns", "peak Envoy MB", "quota MB", "OOM kills"):
-        t.add_column(col, justify="right" if col not in ("instance", "app") else "left")
+    for col in ("instance", "guid", "cell", "peak conns", "peak Envoy MB", "quota MB", "OOM kills"):
+        t.add_column(col, justify="right" if col not in ("instance", "guid") else "left")
     for i in out.metrics.instances:
-        t.add_row(f"{i.guid}", i.app, str(i.cell), f"{i.peak_connections:,}",
+        t.add_row(f"{i.app}/{i.index}", i.guid[:8], str(i.cell), f"{i.peak_connections:,}",
                   f"{i.peak_memory_mb:.2f}", f"{i.quota_mb:g}", str(i.oom_kills))
     return t
 

@@ -67,6 +67,9 @@ def run(path: str | Path, reports_dir: Path,
     metrics = simulate(deployment, progress)
     wall = time.perf_counter() - t0
     from simnet.report.render import write_report  # matplotlib is slow to import: only now
-    files = write_report(scenario, metrics, reports_dir / scenario.name,
-                         facts=deployment_facts(deployment))
+    from simnet import __version__
+
+    facts = {"simnet_version": __version__, **deployment_facts(deployment),
+             "wall_s": round(wall, 3)}  # wall time: shown in the HTML, kept out of summary.json
+    files = write_report(scenario, metrics, reports_dir / scenario.name, facts=facts)
     return RunOutput(scenario, deployment, metrics, wall, files)

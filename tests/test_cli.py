@@ -58,7 +58,7 @@ def test_bad_scenario_lists_every_problem_with_exit_2(tmp_path):
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     lines = out.stderr.strip().splitlines()
-    assert f"{f}:4: apps.0.ports: port 61443 is reserved for container-to-container TLS" in lines
+    assert f"{f}:4: apps.0.ports.1: port 61443 is reserved for container-to-container TLS" in lines
     assert any(line.startswith(f"{f}:5: apps.1.ports.0: ") for line in lines)
     assert f"{f}:6: colour: unknown key" in lines
     assert before.read_text() == "earlier results"

@@ -75,12 +75,17 @@ def _figure(height_in: float = HEIGHT_IN) -> Figure:
     return fig
 
 
-def _empty(ax, message: str) -> None:
+def _empty(ax, message: str, *, keep_axes: bool = False) -> None:
+    """Say there is nothing to draw; the axes go too, unless they still mean something."""
     ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center",
             color="#868e96", fontsize=10)
+    if keep_axes:
+        return
     ax.set_xticks([])
     ax.set_yticks([])
     ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
 
 
 def _ms(v: float, _pos=None) -> str:
@@ -99,8 +104,12 @@ def fmt_ms(v: float) -> str:
     return f"{v:.3g} ms"
 
 
+def _short(name: str, width: int = 22) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
 def _label(inst: InstanceSeries) -> str:
-    return f"{inst.app}/{inst.index} ({inst.guid[:8]})"
+    return f"{_short(inst.app)}/{inst.index} {inst.guid[:8]}"
 
 
 def bin_edges(metrics: Metrics) -> np.ndarray:
@@ -206,15 +215,19 @@ def throughput(metrics: Metrics) -> Figure:
         top.set_title(f"Throughput (responses per second, {metrics.bin_s:g} s bins, "
                       "by completion time)")
         if req.sum() == 0:
-            _empty(top, "no responses")
+            top.stairs(req / width, edges, baseline=None, color=OK_COLOUR, linewidth=1.0)
+            top.set_ylim(0, 1)
+            top.set_yticks([0, 1])
+            top.set_ylabel("responses/s")
+            _empty(top, "no responses", keep_axes=True)
         else:
             top.stairs(req / width, edges, fill=True, color=OK_COLOUR, alpha=0.18,
                        label="_total")
             top.stairs(req / width, edges, baseline=None, color=OK_COLOUR, linewidth=1.3,
                        label="all responses/s")
             if err.sum():
-                top.stairs(ok_rate, edges, baseline=None, color=OK_COLOUR, linewidth=0.8, linestyle=":",
-                           label="200 OK/s")
+                top.stairs(ok_rate, edges, baseline=None, color=OK_COLOUR, linewidth=0.8,
+                           linestyle=":", label="200 OK/s")
             top.set_ylim(0, max(1.0, float((req / width).max())) * 1.12)
             top.set_ylabel("responses/s")
             top.yaxis.set_major_locator(MaxNLocator(5))
@@ -223,11 +236,10 @@ def throughput(metrics: Metrics) -> Figure:
             bottom.stairs(err_rate, edges, baseline=None, color=ERROR_COLOUR, linewidth=1.0)
             bottom.set_ylim(0, 1)
             bottom.set_yticks([0, 1])
-            bottom.text(0.5, 0.5, "no error responses", transform=bottom.transAxes,
-                        ha="center", va="center", color="#868e96")
+            _empty(bottom, "no error responses", keep_axes=True)
         else:
             bottom.stairs(err_rate, edges, fill=True, color=ERROR_COLOUR, alpha=0.85)
-            bottom.set_ylim(0, float(err_rate.max()) * 1.2)
+            bottom.set_ylim(0, float(err_rate.max()) * 1.45)  # room for the total
             bottom.yaxis.set_major_locator(MaxNLocator(3))
             total = int(err.sum())
             bottom.text(0.995, 0.92, f"{total:,} error responses in all", ha="right",
@@ -241,35 +253,59 @@ def throughput(metrics: Metrics) -> Figure:
 # --- per-instance figures ----------------------------------------------------------------
 
 
-def _rank(instances: Sequence[InstanceSeries], key: Callable[[InstanceSeries], float],
+def _rank(instances: Sequence[InstanceSeries], peaks: Sequence[float],
           top_n: int) -> tuple[list[InstanceSeries], list[InstanceSeries]]:
-    """The top_n instances by key (ties keep the run's order), and the rest in run order."""
-    order = sorted(range(len(instances)), key=lambda i: (-key(instances[i]), i))
-    top = sorted(order[:top_n])
-    chosen = set(top)
-    return [instances[i] for i in top], [inst for i, inst in enumerate(instances)
-                                         if i not in chosen]
+    """The instances to name, highest first, and the rest in run order.
+
+    Instances that were OOM-killed come first whatever their peak (a kill resets Envoy, so
+    its peak may look modest), then the highest ``peaks``; ties keep the run's order.
+    """
+    order = sorted(range(len(instances)),
+                   key=lambda i: (-(instances[i].oom_kills > 0), -peaks[i], i))
+    chosen = set(order[:top_n])
+    return [instances[i] for i in order[:top_n]], [inst for i, inst in enumerate(instances)
+                                                   if i not in chosen]
 
 
 def _others(ax, rest: Sequence[InstanceSeries], values: Callable[[InstanceSeries], np.ndarray],
             edges: np.ndarray, what: str) -> None:
-    """The instances not named: thin grey lines, or their min-max band when there are many."""
+    """The instances not named: thin grey lines, or their min-max band and mean when many.
+
+    The band is accumulated one instance at a time: 10^5 instances never become one array.
+    """
     if not rest:
         return
-    peak = max(float(values(i).max(initial=0)) for i in rest)
-    label = f"{len(rest):,} other instance{'s' if len(rest) > 1 else ''} (peak ≤ {peak:g}{what})"
+    several = "s" if len(rest) > 1 else ""
     if len(rest) <= OTHERS_AS_LINES:
-        for k, inst in enumerate(rest):
-            ax.stairs(values(inst), edges, baseline=None, color=OTHER_COLOUR, linewidth=0.8,
-                      alpha=0.8,
+        series = [values(i) for i in rest]
+        peak = max(float(v.max()) for v in series)
+        label = f"{len(rest):,} other instance{several} (peak ≤ {peak:g}{what})"
+        for k, v in enumerate(series):
+            ax.stairs(v, edges, baseline=None, color=OTHER_COLOUR, linewidth=0.8, alpha=0.8,
                       label=label if k == 0 else "_other", zorder=1)
         return
-    stack = np.vstack([values(i) for i in rest])
-    lo, hi = stack.min(axis=0), stack.max(axis=0)
+    lo = hi = total = None
+    for inst in rest:
+        v = values(inst)
+        if lo is None:
+            lo, hi, total = v.copy(), v.copy(), v.copy()
+        else:
+            np.minimum(lo, v, out=lo)
+            np.maximum(hi, v, out=hi)
+            total += v
+    label = f"{len(rest):,} other instance{several} (range, peak ≤ {float(hi.max()):g}{what})"
     ax.stairs(hi, edges, baseline=lo, fill=True, color=OTHER_COLOUR, alpha=0.45, label=label,
               zorder=1)
-    ax.stairs(np.median(stack, axis=0), edges, baseline=None, color="#868e96", linewidth=0.8,
-              linestyle="--", label="their median", zorder=1)
+    ax.stairs(total / len(rest), edges, baseline=None, color="#868e96", linewidth=0.8,
+              linestyle="--", label="their mean", zorder=1)
+
+
+def _legend(fig: Figure) -> None:
+    """The instances' legend, right of the plot; OOM-killed instances in red."""
+    legend = fig.legend(loc="outside right upper")
+    for text in legend.get_texts():
+        if "OOM kill" in text.get_text():
+            text.set_color(ERROR_COLOUR)
 
 
 def _oom_note(inst: InstanceSeries) -> str:
@@ -293,18 +329,27 @@ def memory(metrics: Metrics, top_n: int = TOP_N) -> Figure:
             ax.set_title(title)
             _empty(ax, "no app instances")
             return fig
-        mem = {id(i): _series(i.memory_mb, n) for i in insts}
-        peak = max(float(m.max(initial=0)) for m in mem.values())
+
+        def mem(i: InstanceSeries) -> np.ndarray:
+            return _series(i.memory_mb, n)
+
+        peaks = [max(i.memory_mb[:n], default=0.0) for i in insts]
+        peak = float(max(peaks))
         if peak <= 0:
             ax = fig.add_subplot()
             ax.set_title(title)
             _empty(ax, "no sidecar memory recorded (proxy disabled?)")
             return fig
         edges = bin_edges(metrics)
-        low = min(float(m.min()) for m in mem.values())
+        low = float(min(min(i.memory_mb[:n], default=0.0) if len(i.memory_mb) >= n else 0.0
+                        for i in insts))
+        # The line that matters is where Envoy's memory OOM-kills the container: the quota
+        # minus what the app and its sidecar processes use (the quota itself without it).
         quotas: dict[float, list[str]] = {}
+        limited = any(i.envoy_limit_mb is not None for i in insts)
         for i in insts:
-            apps = quotas.setdefault(float(i.quota_mb), [])
+            line = i.quota_mb if i.envoy_limit_mb is None else i.envoy_limit_mb
+            apps = quotas.setdefault(float(line), [])
             if i.app not in apps:
                 apps.append(i.app)
         qmin, qmax = min(quotas), max(quotas)
@@ -339,24 +384,27 @@ def memory(metrics: Metrics, top_n: int = TOP_N) -> Figure:
         for q, apps in sorted(quotas.items()):
             quota_axes.axhline(q, color=QUOTA_COLOUR, linestyle=(0, (5, 3)), linewidth=1.1,
                                label="_quota")
-            quota_axes.annotate(f"container quota {q:g} MB: {', '.join(apps)}", (0.005, q),
+            names = ", ".join(apps[:4]) + (f" and {len(apps) - 4} more" if len(apps) > 4 else "")
+            what = "OOM line (quota minus app)" if limited else "container quota"
+            quota_axes.annotate(f"{what} {q:g} MB: {names}", (0.005, q),
                                 xycoords=("axes fraction", "data"), xytext=(0, 2),
                                 textcoords="offset points", va="bottom", ha="left",
                                 fontsize=7.5, color=QUOTA_COLOUR)
-        top, rest = _rank(insts, lambda i: float(mem[id(i)].max(initial=0)), top_n)
-        _others(ax, rest, lambda i: mem[id(i)], edges, " MB")
+        top, rest = _rank(insts, peaks, top_n)
         for k, inst in enumerate(top):
-            m = mem[id(inst)]
+            m = mem(inst)
             share = float(m.max(initial=0)) / inst.quota_mb if inst.quota_mb else 0.0
-            ax.stairs(m, edges, baseline=None, color=PALETTE[k % len(PALETTE)], linewidth=1.5, zorder=3,
-                      label=f"{_label(inst)}: {m.max(initial=0):g} MB ({share:.1%} of quota)"
+            ax.stairs(m, edges, baseline=None, color=PALETTE[k % len(PALETTE)],
+                      linewidth=1.5, zorder=3,
+                      label=f"{_label(inst)}: {m.max(initial=0):.4g} MB, {share:.1%} of quota"
                             f"{_oom_note(inst)}")
+        _others(ax, rest, mem, edges, " MB")
         ax.set_ylabel("MB")
         ax.set_xlabel("time (s)")
         ax.set_xlim(0, edges[-1])
         ax.yaxis.set_major_locator(MaxNLocator(5))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
-        fig.legend(loc="outside right upper")
+        _legend(fig)
         return fig
 
 
@@ -372,20 +420,25 @@ def connections(metrics: Metrics, top_n: int = TOP_N) -> Figure:
             return fig
         n = metrics.bins
         edges = bin_edges(metrics)
-        conns = {id(i): _series(i.conns_max, n) for i in insts}
-        top, rest = _rank(insts, lambda i: float(conns[id(i)].max(initial=0)), top_n)
-        _others(ax, rest, lambda i: conns[id(i)], edges, "")
+
+        def conns(i: InstanceSeries) -> np.ndarray:
+            return _series(i.conns_max, n)
+
+        peaks = [max(i.conns_max[:n], default=0) for i in insts]
+        top, rest = _rank(insts, peaks, top_n)
         for k, inst in enumerate(top):
-            c = conns[id(inst)]
-            ax.stairs(c, edges, baseline=None, color=PALETTE[k % len(PALETTE)], linewidth=1.5, zorder=3,
+            c = conns(inst)
+            ax.stairs(c, edges, baseline=None, color=PALETTE[k % len(PALETTE)],
+                      linewidth=1.5, zorder=3,
                       label=f"{_label(inst)}: peak {int(c.max(initial=0))}{_oom_note(inst)}")
-        peak = max(float(c.max(initial=0)) for c in conns.values())
+        _others(ax, rest, conns, edges, "")
+        peak = float(max(max(peaks), 0))
         ax.set_ylim(0, max(peak, 1.0) * 1.12)
         ax.yaxis.set_major_locator(MaxNLocator(6, integer=True))
         ax.set_ylabel("open connections")
         ax.set_xlabel("time (s)")
         ax.set_xlim(0, edges[-1])
-        fig.legend(loc="outside right upper")
+        _legend(fig)
         return fig
 
 

@@ -58,9 +58,9 @@ FIGURE_FILES: tuple[tuple[str, str, str, str], ...] = (
      "non-200 responses on their own scale."),
     ("memory.png", "memory", "Sidecar memory",
      "Envoy's resident memory per instance: it follows the high-water mark of concurrent "
-     "connections and is not given back. The dashed lines are the container quotas, which "
-     "hold the app and its other processes too, so an OOM kill comes when Envoy plus the "
-     "app pass the quota, well before Envoy alone reaches the line."),
+     "connections and is not given back. The dashed lines are each container's OOM line for "
+     "Envoy: the quota (app quota plus the additional allocation) minus what the app and its "
+     "sidecar processes use. Envoy crossing it gets the container OOM-killed."),
     ("connections.png", "connections", "Connections per sidecar",
      "Concurrent router connections each sidecar holds (maximum in each time bin); idle "
      "keep-alive connections count."),
@@ -110,9 +110,10 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def summary(scenario: Scenario, metrics: Metrics, facts: Mapping | None = None) -> dict:
+def summary(scenario: Scenario, metrics: Metrics, facts: Mapping | None = None, *,
+            numbers: dict | None = None) -> dict:
     """What summary.json holds: no wall-clock values, so equal runs give equal bytes."""
-    out = metrics.summary()
+    out = dict(numbers if numbers is not None else metrics.summary())
     out.update({
         "scenario": scenario.name,
         "platform": scenario.platform,
@@ -123,9 +124,10 @@ def summary(scenario: Scenario, metrics: Metrics, facts: Mapping | None = None) 
     return out
 
 
-def summary_json(scenario: Scenario, metrics: Metrics, facts: Mapping | None = None) -> str:
-    return json.dumps(summary(scenario, metrics, facts), sort_keys=True, indent=2,
-                      allow_nan=False) + "\n"
+def summary_json(scenario: Scenario, metrics: Metrics, facts: Mapping | None = None, *,
+                 numbers: dict | None = None) -> str:
+    return json.dumps(summary(scenario, metrics, facts, numbers=numbers), sort_keys=True,
+                      indent=2, allow_nan=False) + "\n"
 
 
 # --- the HTML ----------------------------------------------------------------------------
@@ -135,11 +137,17 @@ def _node(value: Any, depth: int = 0) -> dict:
     """A plain JSON value as a tree the template draws: scalar, kv table, table or list."""
     if isinstance(value, dict):
         if not value:
-            return {"kind": "scalar", "text": "—"}
+            return {"kind": "scalar", "text": "—", "code": False}
+        if isinstance(value.get("dist"), str) and all(
+                not isinstance(v, (dict, list)) for v in value.values()):
+            # a latency distribution reads best on one line: "lognormal: median_ms 10, sigma 0.4"
+            rest = ", ".join(f"{k} {_scalar(v)}" for k, v in value.items() if k != "dist")
+            return {"kind": "scalar", "text": f"{value['dist']}: {rest}" if rest
+                    else value["dist"], "code": False}
         return {"kind": "kv", "rows": [(k, _node(v, depth + 1)) for k, v in value.items()]}
     if isinstance(value, list):
         if not value:
-            return {"kind": "scalar", "text": "—"}
+            return {"kind": "scalar", "text": "—", "code": False}
         shown, more = value[:MAX_ROWS], max(0, len(value) - MAX_ROWS)
         if all(isinstance(v, dict) for v in shown) and depth < 4:
             cols: list[str] = []
@@ -151,15 +159,27 @@ def _node(value: Any, depth: int = 0) -> dict:
         if all(not isinstance(v, (dict, list)) for v in shown):
             texts = [_scalar(v) for v in shown]
             if sum(len(t) for t in texts) <= 80 and not more:
-                return {"kind": "scalar", "text": ", ".join(texts)}
-            return {"kind": "list", "items": [_node(v, depth + 1) for v in shown], "more": more}
-        return {"kind": "list", "items": [_node(v, depth + 1) for v in shown], "more": more}
-    return {"kind": "scalar", "text": _scalar(value),
-            "code": isinstance(value, str) and value[:1] in "[{" and len(value) > 20}
+                return {"kind": "scalar", "text": ", ".join(texts), "code": False}
+            return {"kind": "list", "entries": [_node(v, depth + 1) for v in shown], "more": more}
+        return {"kind": "list", "entries": [_node(v, depth + 1) for v in shown], "more": more}
+    if isinstance(value, str) and value[:1] in "[{" and len(value) > 20:
+        return {"kind": "scalar", "text": _json_lines(value), "code": True}
+    return {"kind": "scalar", "text": _scalar(value), "code": False}
+
+
+def _json_lines(text: str) -> str:
+    """A JSON array kept verbatim (compact) but one element per line, for reading."""
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(parsed, list) or len(parsed) < 2:
+        return text
+    return "[" + ",\n ".join(json.dumps(v, separators=(",", ":")) for v in parsed) + "]"
 
 
 def _blank() -> dict:
-    return {"kind": "scalar", "text": ""}
+    return {"kind": "scalar", "text": "", "code": False}
 
 
 def _scalar(v: Any) -> str:
@@ -208,9 +228,9 @@ def _instances(metrics: Metrics) -> tuple[list[dict], int]:
 
 
 def context(scenario: Scenario, metrics: Metrics, pngs: Mapping[str, bytes],
-            facts: Mapping | None = None) -> dict:
-    """Everything the template shows, already formatted."""
-    s = metrics.summary()
+            facts: Mapping | None = None, *, numbers: dict | None = None) -> dict:
+    """Everything the template shows, already formatted (``numbers``: metrics.summary())."""
+    s = numbers if numbers is not None else metrics.summary()
     req, lat = s["requests"], s["latency_ms"]
     completed, outcomes = req["completed"], metrics.outcomes
     ok = outcomes.get(200, 0)
@@ -272,9 +292,10 @@ _ENV = jinja2.Environment(
 
 
 def render_html(scenario: Scenario, metrics: Metrics, pngs: Mapping[str, bytes],
-                facts: Mapping | None = None) -> str:
+                facts: Mapping | None = None, *, numbers: dict | None = None) -> str:
     """report.html as a string; ``pngs`` maps each figure's file name to its PNG bytes."""
-    return _ENV.get_template("report.html.j2").render(context(scenario, metrics, pngs, facts))
+    return _ENV.get_template("report.html.j2").render(
+        context(scenario, metrics, pngs, facts, numbers=numbers))
 
 
 # --- writing the folder ------------------------------------------------------------------
@@ -296,15 +317,16 @@ def write_report(scenario: Scenario, metrics: Metrics, outdir: Path, *,
     staging = outdir.with_name(f".{outdir.name}.new-{tag}")
     staging.mkdir()  # honours the umask, unlike mkdtemp's 0700
     try:
+        numbers = metrics.summary()  # sorts every latency: once is enough
         pngs: dict[str, bytes] = {}
         for file, fn, _heading, _caption in FIGURE_FILES:
             fig = getattr(figures, fn)(metrics)
             pngs[file] = figures.png_bytes(fig)
             (staging / file).write_bytes(pngs[file])
-        (staging / "summary.json").write_text(summary_json(scenario, metrics, facts),
-                                              encoding="utf-8")
-        (staging / "report.html").write_text(render_html(scenario, metrics, pngs, facts),
-                                             encoding="utf-8")
+        (staging / "summary.json").write_text(
+            summary_json(scenario, metrics, facts, numbers=numbers), encoding="utf-8")
+        (staging / "report.html").write_text(
+            render_html(scenario, metrics, pngs, facts, numbers=numbers), encoding="utf-8")
         _swap(staging, outdir, tag)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -212,18 +212,6 @@ def _plain(node: Any, loc: Loc = (), active: frozenset[int] = frozenset()) -> An
     return node
 
 
-def _non_finite(data: Any, loc: Loc = ()) -> Iterator[tuple[Loc, float]]:
-    """Numbers that are not finite (``.inf``, ``.nan``): no scenario field means them."""
-    if isinstance(data, float) and not math.isfinite(data):
-        yield loc, data
-    elif isinstance(data, dict):
-        for k, v in data.items():
-            yield from _non_finite(v, loc + (k,))
-    elif isinstance(data, list):
-        for i, v in enumerate(data):
-            yield from _non_finite(v, loc + (i,))
-
-
 # --- the schema, seen from an error's location ----------------------------------------------
 
 
@@ -382,9 +370,7 @@ def _unknown_key_message(loc: Loc) -> str:
         return "unknown key"
     allowed = list(parent.model_fields)
     close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
-    if close:
-        return f"unknown key (did you mean {close[0]!r}?)"
-    return f"unknown key; allowed here: {', '.join(allowed)}"
+    return f"unknown key (did you mean {close[0]!r}?)" if close else "unknown key"
 
 
 def _message(e: dict, real: Loc) -> str:
@@ -421,41 +407,37 @@ def _message(e: dict, real: Loc) -> str:
     return re.sub(r"^Input should be\b", "must be", message)
 
 
-def _refine_list_loc(e: dict, real: Loc, message: str) -> Loc:
-    """A validator on a whole list that names one of its items points at that item."""
-    items = e.get("input")
-    if e["type"] != "value_error" or not isinstance(items, list):
-        return real
-    named = [i for i, v in enumerate(items)
-             if isinstance(v, (int, str)) and not isinstance(v, bool)
-             and re.search(rf"(?<![\w.]){re.escape(str(v))}(?![\w.])", message)]
-    return real + (named[0],) if len(set(items[i] for i in named)) == 1 else real
-
-
-def _schema_problems(err: ValidationError, source: SourceMap,
-                     skip: set[Loc]) -> Iterator[Problem]:
+def _schema_problems(err: ValidationError, source: SourceMap) -> Iterator[Problem]:
     """pydantic's errors as problems: tags dropped from paths, messages in the file's terms.
 
     Errors that several members of a plain union report on the same value (``int |
     Literal['auto']``) become one problem: "expected an integer or auto, got ...".
     """
-    groups: dict[Loc, list[tuple[dict, str]]] = {}
+    groups: dict[Loc, list[tuple[dict, str, Loc]]] = {}
     for e in err.errors(include_url=False):
         real, _ = _split(tuple(e["loc"]))
-        if any(real[:len(s)] == s for s in skip):
-            continue
         message = _message(e, real)
-        real = _refine_list_loc(e, real, message)
-        groups.setdefault(real, []).append((e, message))
+        groups.setdefault(real, []).append((e, message, real))
+
+    def problem(real: Loc, line_loc: Loc, message: str) -> Problem:
+        return Problem(source.file, source.line(line_loc) or 1, ".".join(map(str, real)), message)
+
     for real, errors in groups.items():
-        expected = [_expected(e) for e, _ in errors]
+        expected = [_expected(e) for e, _, _ in errors]
         if len(errors) > 1 and all(expected):
             message = (f"expected {' or '.join(dict.fromkeys(expected))}, "
                        f"got {_yaml_value(errors[0][0].get('input'))}")
-            yield source.problem(real, message)
+            yield problem(real, errors[0][2], message)
+        elif len(errors) > 1 and any(expected):
+            # One member of the union took the value's type and found it out of bounds
+            # (``-5`` for ``int >= 0 | 'auto'``): report that, naming the alternatives.
+            alternatives = " or ".join(dict.fromkeys(x for x in expected if x))
+            for (_, message, line_loc), x in zip(errors, expected):
+                if x is None:
+                    yield problem(real, line_loc, f"{message} (or {alternatives})")
         else:
-            for message in dict.fromkeys(m for _, m in errors):
-                yield source.problem(real, message)
+            for message, line_loc in dict.fromkeys((m, at) for _, m, at in errors):
+                yield problem(real, line_loc, message)
 
 
 # --- cross-references ---------------------------------------------------------------------
@@ -499,8 +481,10 @@ class _Parts:
 
         apps = each("apps", _APP)
         raw_apps = data.get("apps")
-        names = ({a["name"] for a in raw_apps if isinstance(a, dict) and isinstance(a.get("name"), str)}
-                 if isinstance(raw_apps, list) else None)
+        names = None
+        if isinstance(raw_apps, list):
+            names = {a["name"] for a in raw_apps
+                     if isinstance(a, dict) and isinstance(a.get("name"), str)}
         duration = data.get("duration_s", Scenario.model_fields["duration_s"].default)
         if not (isinstance(duration, (int, float)) and not isinstance(duration, bool)
                 and 0 < duration <= 86_400):
@@ -594,15 +578,6 @@ def _references(p: _Parts) -> Iterator[tuple[Loc, str]]:
                 )
 
 
-def _value_problems(s: Scenario) -> Iterator[tuple[Loc, str]]:
-    """Bounds the schema's types do not carry."""
-    extra = s.proxy.additional_memory_allocation_mb
-    if isinstance(extra, int) and extra < 0:
-        yield ("proxy", "additional_memory_allocation_mb"), (
-            f"must be at least 0 or auto, got {extra}"
-        )
-
-
 def reference_problems(s: Scenario) -> Iterator[tuple[Loc, str]]:
     """Cross-references the schema cannot see: unknown apps, ports no app listens on, clashes."""
     yield from _references(_Parts.of(s))
@@ -627,24 +602,22 @@ def _load_text(text: str, file: str) -> tuple[Scenario, SourceMap]:
             "the file is empty: a scenario is a YAML mapping with at least name, cells and apps"
         )))
     if not isinstance(doc, CommentedMap):
+        got = _yaml_value(_plain_or(doc))
         raise SimnetError(Problem(file, source.line(()) or 1, "", (
-            f"a scenario must be a YAML mapping (key: value lines), got {_yaml_value(_plain_or(doc))}"
+            f"a scenario must be a YAML mapping (key: value lines), got {got}"
         )))
     try:
         data = _plain(doc)
     except _Cycle as c:
         raise SimnetError(problems + [source.problem(c.loc, "an alias refers to a mapping or list "
-                                                     "that contains it (recursive structure)")])
-    non_finite = dict(_non_finite(data))
-    problems += [source.problem(loc, f"must be a finite number, got {_number(v)}")
-                 for loc, v in non_finite.items()]
+                                                     "that contains it (recursive structure)")]
+                          ) from None
     try:
         scenario = Scenario.model_validate(data, strict=True)
     except ValidationError as err:
-        problems += _schema_problems(err, source, set(non_finite))
+        problems += _schema_problems(err, source)
         problems += [source.problem(loc, msg) for loc, msg in _references(_Parts.of_raw(data))]
         raise SimnetError(problems) from None
-    problems += [source.problem(loc, msg) for loc, msg in _value_problems(scenario)]
     problems += [source.problem(loc, msg) for loc, msg in reference_problems(scenario)]
     if problems:
         raise SimnetError(problems)

@@ -9,23 +9,33 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 Port = Annotated[int, Field(ge=1, le=65535, description="A TCP port, 1-65535.")]
 C2C_TLS_PORT = 61443
 
 
+def _not_c2c(port: int) -> int:
+    if port == C2C_TLS_PORT:
+        raise ValueError(f"port {port} is reserved for container-to-container TLS")
+    return port
+
+
+# A port a process in the container listens on: Diego keeps 61443 for its C2C TLS listener.
+ContainerPort = Annotated[Port, AfterValidator(_not_c2c)]
+
+
 class Strict(BaseModel):
     """Base for every section: unknown keys are errors, not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --- latency distributions ---------------------------------------------------------------
 
 
 class Constant(Strict):
-    dist: Literal["constant"] = "constant"
+    dist: Literal["constant"]
     value_ms: float = Field(ge=0)
 
 
@@ -58,7 +68,7 @@ Latency = Annotated[Union[Constant, Exponential, LogNormal, Uniform], Field(disc
 
 
 def constant(ms: float) -> Constant:
-    return Constant(value_ms=ms)
+    return Constant(dist="constant", value_ms=ms)
 
 
 class Latencies(Strict):
@@ -107,7 +117,7 @@ class Proxy(Strict):
     )
     verify_subject_alt_name: list[str] = Field(default_factory=list)
     enable_http2: bool = True
-    additional_memory_allocation_mb: int | Literal["auto"] = Field(
+    additional_memory_allocation_mb: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
         default=0,
         description="Added to every container's memory limit; `auto` applies 10 + 0.03*N "
         "with N the peak concurrent router connections expected per instance.",
@@ -136,7 +146,7 @@ class Sidecar(Strict):
     name: str = Field(min_length=1)
     process_types: list[str] = Field(default_factory=lambda: ["web"])
     command: str = ""
-    ports: list[Port] = Field(default_factory=list)
+    ports: list[Port] = Field(default_factory=list)  # 61443 and clashes: checked by the loader
     memory_mb: int = Field(default=0, ge=0, description="Share of the app's quota it uses.")
     env: dict[str, str] = Field(default_factory=dict)
 
@@ -148,21 +158,11 @@ class App(Strict):
     memory_used_mb: float | None = Field(
         default=None, ge=0, description="What the app process itself uses; default half its quota."
     )
-    ports: list[Port] = Field(default_factory=lambda: [8080])
+    ports: list[ContainerPort] = Field(default_factory=lambda: [8080], min_length=1)
     process_type: str = "web"
     env: dict[str, str | int] = Field(default_factory=dict)
     sidecars: list[Sidecar] = Field(default_factory=list)
     service_time: Latency = Field(default_factory=lambda: constant(5.0))
-
-    @field_validator("ports")
-    @classmethod
-    def _no_c2c_port(cls, ports: list[int]) -> list[int]:
-        if C2C_TLS_PORT in ports:
-            raise ValueError(f"port {C2C_TLS_PORT} is reserved for container-to-container TLS")
-        if not ports:
-            raise ValueError("an app needs at least one port")
-        return ports
-
 
 class Route(Strict):
     host: str = Field(min_length=1)

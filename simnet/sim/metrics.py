@@ -30,6 +30,7 @@ class InstanceSeries:
     peak_memory_mb: float = 0.0
     connections_opened: int = 0
     oom_kills: int = 0
+    envoy_limit_mb: float | None = None  # quota minus what the app and its sidecars use
 
 
 @dataclass
@@ -102,7 +103,8 @@ class Metrics:
                 {"guid": i.guid, "app": i.app, "index": i.index, "cell": i.cell,
                  "quota_mb": i.quota_mb, "peak_connections": i.peak_connections,
                  "peak_memory_mb": round(i.peak_memory_mb, 6),
-                 "connections_opened": i.connections_opened, "oom_kills": i.oom_kills}
+                 "connections_opened": i.connections_opened, "oom_kills": i.oom_kills,
+                 "envoy_limit_mb": i.envoy_limit_mb}
                 for i in self.instances
             ],
         }

@@ -37,7 +37,7 @@ class Network:
         self.sidecars: dict[str, Sidecar] = {}
         for inst in deployment.instances:
             series = InstanceSeries(inst.guid, inst.app, inst.index, inst.cell, inst.quota_mb,
-                                    [], [])
+                                    [], [], envoy_limit_mb=inst.quota_mb - inst.base_used_mb)
             self.sidecars[inst.guid] = Sidecar(
                 series, s.proxy.memory.base_mb if s.proxy.enabled else 0.0,
                 s.proxy.memory.per_connection_kb if s.proxy.enabled else 0.0,

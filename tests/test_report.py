@@ -1,0 +1,313 @@
+"""The report folder: complete, self-contained, deterministic, and never half-written."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import re
+from collections import Counter
+from html import escape
+
+import pytest
+
+from simnet.report import figures, render
+from simnet.report.render import REPORT_FILES, STATUS_MEANINGS, write_report
+from simnet.scenario.schema import Scenario
+from simnet.sim.metrics import InstanceSeries, Metrics
+
+PNGS = ("latency_cdf.png", "throughput.png", "memory.png", "connections.png")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def scenario(**extra) -> Scenario:
+    return Scenario.model_validate({
+        "name": "synthetic",
+        "description": "A made-up run for the report tests.",
+        "seed": 42,
+        "duration_s": 10,
+        "cells": {"count": 2, "memory_mb": 4096},
+        "apps": [{"name": "web", "instances": 2}, {"name": "api", "instances": 1}],
+        "routes": [{"host": "web.example.com", "app": "web"}],
+        **extra,
+    })
+
+
+def instance(k: int, bins: int, rng: random.Random, *, quota: float = 256.0, oom: int = 0,
+             base: float = 7.5) -> InstanceSeries:
+    conns, high, h = [], [], 0
+    for _ in range(bins):
+        c = rng.randint(0, 40 + 10 * k)
+        h = max(h, c)
+        conns.append(c)
+        high.append(h)
+    memory = [round(base + 0.03 * x, 6) if base else 0.0 for x in high]
+    return InstanceSeries(
+        guid=f"{k:08x}-0000-4000-8000-{k:012x}", app="web" if k % 3 else "api", index=k,
+        cell=k % 2, quota_mb=quota, conns_max=conns, highwater=high, memory_mb=memory,
+        peak_connections=max(conns), peak_memory_mb=max(memory),
+        connections_opened=sum(conns), oom_kills=oom)
+
+
+def metrics(*, requests: int = 2000, instances: int = 3, duration_s: float = 10.0,
+            bin_s: float = 1.0, seed: int = 1, misdelivered: int = 0, oom: int = 0,
+            base_mb: float = 7.5) -> Metrics:
+    rng = random.Random(seed)
+    m = Metrics(duration_s=duration_s, bin_s=bin_s)
+    statuses = [200] * 40 + [404, 496, 502, 503, 525, 526]
+    for _ in range(requests):
+        t = rng.uniform(0, duration_s)
+        status = rng.choice(statuses)
+        m.issued += 1
+        m.outcomes[status] += 1
+        m.latencies_ms.append(rng.lognormvariate(2.5, 0.6))
+        b = m.bin_of(t)
+        m.requests_per_bin[b] += 1
+        if status != 200:
+            m.errors_per_bin[b] += 1
+    m.connections_opened = m.tls_handshakes = requests // 10
+    m.retries = m.endpoints_pruned = 3 if requests else 0
+    m.misdelivered = misdelivered
+    m.instances = [instance(k, m.bins, rng, oom=oom if k == 0 else 0, base=base_mb)
+                   for k in range(instances)]
+    return m
+
+
+FACTS = {
+    "simnet_version": "0.1.0",
+    "routes": {"web.example.com": ["10.0.0.1:61001 (web g0, tls)"]},
+    "instances": [{"guid": "g0", "proxy_ports": {"61001": 8080},
+                   "CF_INSTANCE_PORTS": '[{"internal":8080,"external":61001}]'}],
+}
+
+
+def files_of(d) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+def test_writes_every_file(tmp_path):
+    out = tmp_path / "reports" / "synthetic"
+    written = write_report(scenario(), metrics(), out, facts=FACTS)
+    assert [p.name for p in written] == list(REPORT_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(REPORT_FILES)
+    for p in written:
+        assert p.parent == out and p.stat().st_size > 0, p
+    for name in PNGS:
+        assert (out / name).read_bytes().startswith(PNG_MAGIC)
+    # nothing left beside it: no staging or old folders
+    assert [p.name for p in out.parent.iterdir()] == ["synthetic"]
+
+
+def test_html_is_self_contained(tmp_path):
+    out = tmp_path / "r"
+    write_report(scenario(), metrics(), out, facts=FACTS)
+    html = (out / "report.html").read_text(encoding="utf-8")
+    images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(images) == len(PNGS)
+    assert sorted(base64.b64decode(i) for i in images) == \
+        sorted((out / n).read_bytes() for n in PNGS), "the embedded images are the PNG files"
+    assert "http://" not in html and "https://" not in html
+    refs = re.findall(r'\b(?:src|href|srcset|poster|data)\s*=\s*["\']?([^"\'\s>]*)', html, re.I)
+    assert len(refs) >= len(PNGS)
+    assert all(r.startswith(("data:", "#")) for r in refs), "only data: URIs and in-page links"
+    assert "<script" not in html and "<link" not in html and "@import" not in html
+    assert "url(" not in html
+    assert "<style>" in html
+
+
+def test_html_headlines_and_status_meanings(tmp_path):
+    m = metrics()
+    write_report(scenario(), m, tmp_path / "r", facts=FACTS)
+    html = (tmp_path / "r" / "report.html").read_text(encoding="utf-8")
+    assert f"{m.issued:,}" in html
+    for q in (50, 95, 99):
+        assert figures.fmt_ms(m.percentile(q)) in html
+    for code in (404, 496, 502, 503, 525, 526):
+        name, meaning = STATUS_MEANINGS[code]
+        assert f"<b>{name}</b>: {escape(meaning).replace('&#x27;', '&#39;')}" in html, code
+    assert "unknown route" in html and "unknown authority" in html
+    assert "delivered to the wrong app" not in html
+    # facts are shown, nested ones too
+    assert "simnet_version" in html and "61001" in html and "web.example.com" in html
+    # the order a reader wants: headline, figures, instances, scenario
+    positions = [html.index(s) for s in ('class="cards"', "<h2>Figures", "<h2>Instances",
+                                          "<h2>Deployment", "<h2>Scenario")]
+    assert positions == sorted(positions)
+
+
+def test_misdelivered_requests_are_called_out(tmp_path):
+    write_report(scenario(), metrics(misdelivered=7), tmp_path / "r")
+    html = (tmp_path / "r" / "report.html").read_text(encoding="utf-8")
+    assert "7 requests were delivered to the wrong app" in html
+    assert html.index("delivered to the wrong app") < html.index("<h2>Figures")
+
+
+def test_oom_kills_are_called_out(tmp_path):
+    write_report(scenario(), metrics(oom=2), tmp_path / "r")
+    html = (tmp_path / "r" / "report.html").read_text(encoding="utf-8")
+    assert "2 OOM kills in 1 instance." in html
+
+
+def test_html_escapes_scenario_text(tmp_path):
+    write_report(scenario(description="<script>alert(1)</script> & co"), metrics(),
+                 tmp_path / "r")
+    html = (tmp_path / "r" / "report.html").read_text(encoding="utf-8")
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in html
+
+
+def test_summary_json_is_metrics_summary_plus_run(tmp_path):
+    m, s = metrics(misdelivered=2), scenario()
+    write_report(s, m, tmp_path / "r", facts=FACTS)
+    raw = (tmp_path / "r" / "summary.json").read_text(encoding="utf-8")
+    data = json.loads(raw)
+    expected = m.summary()
+    for key, value in expected.items():
+        assert data[key] == value, key
+    assert data["scenario"] == "synthetic" and data["platform"] == "diego"
+    assert data["seed"] == 42 and data["duration_s"] == 10.0
+    assert data["facts"] == FACTS
+    assert set(data) == set(expected) | {"scenario", "platform", "seed", "duration_s", "facts"}
+    assert raw == json.dumps(data, sort_keys=True, indent=2) + "\n", "sorted keys, indent 2"
+
+
+def test_wall_clock_facts_stay_out_of_summary_json(tmp_path):
+    write_report(scenario(), metrics(), tmp_path / "a", facts={**FACTS, "wall_s": 1.25})
+    write_report(scenario(), metrics(), tmp_path / "b", facts={**FACTS, "wall_s": 9.75})
+    a = (tmp_path / "a" / "summary.json").read_bytes()
+    assert a == (tmp_path / "b" / "summary.json").read_bytes()
+    assert b"wall_s" not in a
+    assert "wall_s 1.25" in (tmp_path / "a" / "report.html").read_text(encoding="utf-8")
+
+
+def test_two_renders_are_byte_identical(tmp_path):
+    write_report(scenario(), metrics(), tmp_path / "a", facts=FACTS)
+    write_report(scenario(), metrics(), tmp_path / "b", facts=FACTS)
+    a, b = files_of(tmp_path / "a"), files_of(tmp_path / "b")
+    for name in ("summary.json", *PNGS):
+        assert a[name] == b[name], name
+    assert a["report.html"] == b["report.html"]
+    # and again into the same folder, replacing it
+    write_report(scenario(), metrics(), tmp_path / "a", facts=FACTS)
+    assert files_of(tmp_path / "a") == a
+
+
+def test_png_has_no_software_or_time_tag(tmp_path):
+    write_report(scenario(), metrics(), tmp_path / "r")
+    png = (tmp_path / "r" / "memory.png").read_bytes()
+    assert b"matplotlib" not in png and b"tIME" not in png
+
+
+@pytest.mark.parametrize("broken", ["figure", "html", "json"])
+def test_failed_render_leaves_previous_report_intact(tmp_path, monkeypatch, broken):
+    out = tmp_path / "reports" / "synthetic"
+    write_report(scenario(), metrics(), out, facts=FACTS)
+    (out / "notes.txt").write_text("earlier results")
+    before = files_of(out)
+
+    def boom(*_a, **_k):
+        raise RuntimeError("render failed")
+
+    target = {"figure": (figures, "memory"), "html": (render, "render_html"),
+              "json": (render, "summary_json")}[broken]
+    monkeypatch.setattr(*target, boom)
+    with pytest.raises(RuntimeError, match="render failed"):
+        write_report(scenario(), metrics(seed=2), out, facts=FACTS)
+    assert files_of(out) == before
+    assert [p.name for p in out.parent.iterdir()] == ["synthetic"], "no staging folder left"
+
+
+def test_failed_first_render_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(figures, "latency_cdf", lambda _m: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        write_report(scenario(), metrics(), tmp_path / "reports" / "x")
+    assert list((tmp_path / "reports").iterdir()) == []
+
+
+def test_success_replaces_the_whole_folder(tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "stale.png").write_bytes(b"old")
+    write_report(scenario(), metrics(), out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(REPORT_FILES)
+
+
+def test_outdir_that_is_a_file_is_refused(tmp_path):
+    f = tmp_path / "r"
+    f.write_text("not a folder")
+    with pytest.raises(NotADirectoryError):
+        write_report(scenario(), metrics(), f)
+    assert f.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(requests=0, instances=0),  # nothing at all
+    dict(requests=0, instances=2),  # instances, no traffic
+    dict(requests=0, instances=2, base_mb=0.0),  # proxy disabled: no Envoy memory
+    dict(requests=1, instances=1, duration_s=0.3, bin_s=1.0),  # one short bin
+    dict(requests=50, instances=1, duration_s=2.5, bin_s=1.0),  # last bin is half a bin
+])
+def test_sparse_or_empty_metrics_render(tmp_path, kwargs):
+    m = metrics(**kwargs)
+    written = write_report(scenario(), m, tmp_path / "r")
+    assert all(p.stat().st_size > 0 for p in written)
+    data = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert data["requests"]["issued"] == m.issued
+    if not m.issued:
+        assert data["latency_ms"] == {"p50": None, "p95": None, "p99": None, "max": None}
+        assert "No request completed" in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_bare_metrics_object_renders(tmp_path):
+    """A Metrics straight from its constructor: nothing filled in."""
+    write_report(scenario(), Metrics(duration_s=10, bin_s=1), tmp_path / "r")
+    assert (tmp_path / "r" / "report.html").stat().st_size > 0
+
+
+def test_figures_summarise_many_instances():
+    m = metrics(requests=100, instances=60, oom=1)
+    for fn in (figures.memory, figures.connections):
+        fig = fn(m)
+        labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+        assert len(labels) <= figures.TOP_N + 2, labels
+        assert any(label.startswith("52 other instances") for label in labels)
+
+
+def test_long_instance_lists_are_cut_in_html_not_json(tmp_path):
+    m = metrics(requests=10, instances=render.MAX_ROWS + 5, oom=1)
+    write_report(scenario(), m, tmp_path / "r")
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "5 more are in summary.json" in html
+    assert html.count('class="oomrow"') == 1, "the OOM-killed instance is among those shown"
+    data = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert len(data["instances"]) == render.MAX_ROWS + 5
+
+
+def test_memory_figure_marks_each_quota():
+    m = metrics(requests=10, instances=3)
+    m.instances[2].quota_mb = 1024.0
+    fig = figures.memory(m)
+    dashed = {round(line.get_ydata()[0], 3) for ax in fig.axes for line in ax.get_lines()
+              if line.get_linestyle() == "--" and len(set(line.get_ydata())) == 1}
+    assert {256.0, 1024.0} <= dashed
+
+
+def test_latency_percentiles_match_summary():
+    m = metrics()
+    ordered = sorted(m.latencies_ms)
+    import numpy as np
+
+    for q, key in ((50, "p50"), (95, "p95"), (99, "p99")):
+        assert figures.nearest_rank(np.array(ordered), q) == pytest.approx(
+            m.summary()["latency_ms"][key], abs=1e-6)
+
+
+def test_bin_edges_end_at_duration():
+    m = Metrics(duration_s=2.5, bin_s=1.0)
+    assert list(figures.bin_edges(m)) == [0.0, 1.0, 2.0, 2.5]
+
+
+def test_counter_outcomes_with_unknown_status_render(tmp_path):
+    m = metrics(requests=10)
+    m.outcomes = Counter({200: 9, 418: 1})
+    write_report(scenario(), m, tmp_path / "r")
+    assert "418" in (tmp_path / "r" / "report.html").read_text()
