@@ -84,3 +84,11 @@ def test_run_writes_the_report(tmp_path):
     first = (report / "summary.json").read_bytes()
     simnet("run", str(scenario), "--reports", str(tmp_path / "reports"))
     assert (report / "summary.json").read_bytes() == first, "same scenario and seed, same bytes"
+
+
+def test_published_schema_is_current():
+    """docs/scenario.schema.json (for editors) is what `simnet schema` prints today."""
+    from pathlib import Path
+
+    published = Path(__file__).parent.parent / "docs" / "scenario.schema.json"
+    assert published.read_text() == simnet("schema").stdout, "run: simnet schema -o " + str(published)
