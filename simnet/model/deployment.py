@@ -86,15 +86,7 @@ class Deployment:
     events: tuple[Event, ...] = field(default=())
 
     def instance(self, guid: str) -> Instance:
-        return self._by_guid[guid]
-
-    @property
-    def _by_guid(self) -> dict[str, Instance]:
-        cache = self.__dict__.get("_guid_index")
-        if cache is None:
-            cache = {i.guid: i for i in self.instances}
-            object.__setattr__(self, "_guid_index", cache)
-        return cache
+        return next(i for i in self.instances if i.guid == guid)
 
 
 class DeriveError(ValueError):
@@ -222,18 +214,22 @@ def derive(s: Scenario) -> Deployment:
                 instances.append(_make_instance(s, app, index, 0, cell, cells, extra))
             except PortRangeExhausted as e:
                 problems.append((("apps", a, "ports"), str(e)))
+                placed = app.instances  # reported; placement is not the problem
                 break
             placed += 1
-        if placed < app.instances and not problems:
+        if placed < app.instances:
             problems.append((("apps", a, "instances"), (
                 f"only {placed} of {app.instances} instances fit: each needs {need} MB "
                 f"({app.memory_mb} quota + {extra} additional) and {s.cells.count} cells of "
                 f"{s.cells.memory_mb} MB never overcommit"
             )))
-    initial = list(instances)
-    events = _fault_events(s, instances, cells, extra, problems)
     if problems:
         raise DeriveError(problems)
+    initial = list(instances)
+    events, started = _fault_events(s, initial, cells, extra, problems)
+    if problems:
+        raise DeriveError(problems)
+    instances += started
     verdict = backend_handshake(s.routers.backends, s.proxy, s.cells.instance_identity_ca)
     return Deployment(
         scenario=s,
@@ -259,11 +255,11 @@ def _listeners(s: Scenario, inst: Instance) -> Iterator[tuple[Address, Listener]
 
 
 def _fault_events(s: Scenario, instances: list[Instance], cells: _Cells, extra: int,
-                  problems: list[tuple[Loc, str]]) -> list[Event]:
-    """Turn faults into stop/start events and the delayed route updates routers will see."""
-    if problems:
-        return []
+                  problems: list[tuple[Loc, str]]) -> tuple[list[Event], list[Instance]]:
+    """Faults as stop/start events and the delayed route updates routers will see, with the
+    instances that faults start (moved instances and the ones that take their place)."""
     events: list[Event] = []
+    started: list[Instance] = []
     live = list(instances)
     delay = s.routers.route_propagation_delay_s
     generation = 0
@@ -282,13 +278,13 @@ def _fault_events(s: Scenario, instances: list[Instance], cells: _Cells, extra: 
         moved, newcomer = _move(s, f, victim, live, cells, extra, generation, n, problems)
         if moved is None:
             continue
-        instances += [moved, newcomer]
+        started += [moved, newcomer]
         after = [i for i in live if i is not victim] + [moved, newcomer]
         events += [Event(f.at_s, "stop", victim.guid), Event(f.at_s, "start", newcomer.guid),
                    Event(f.at_s, "start", moved.guid),
                    Event(f.at_s + delay, "routes", routes=_changed(s, live, after))]
         live = after
-    return events
+    return events, started
 
 
 def _move(s: Scenario, f: MoveFault, victim: Instance, live: list[Instance], cells: _Cells,

@@ -75,7 +75,7 @@ class Router:
 
     def handle(self, host: str, upstream_s: float) -> Generator:
         """Serve one request; returns its status. ``upstream_s`` is the client-side one-way delay."""
-        env, metrics, table = self.env, self.metrics, self.table
+        env, metrics, table, pool = self.env, self.metrics, self.table, self.pool
         endpoints = table.get(host)
         if endpoints is None:
             return NOT_FOUND
@@ -94,13 +94,16 @@ class Router:
             else:
                 ep = self._choose(host, endpoints, tried or ())
             addr = ep.address
+            idle = pool.get(addr)
+            if idle is None:
+                idle = pool[addr] = []
             conn = None
-            idle = self.pool.get(addr)
             while idle:
-                sc, epoch = idle.pop()
+                conn = idle.pop()
+                sc, epoch = conn
                 if sc.alive and sc.epoch == epoch:
-                    conn = sc, epoch
                     break
+                conn = None  # the instance restarted or died: that connection is gone
             out = self.r2s()
             if conn is None:
                 verdict, conn = yield from self._dial(ep, out)
@@ -109,20 +112,21 @@ class Router:
                     self._prune(host, ep)
                     tried = (tried or []) + [ep]
                     continue
+                sc, epoch = conn
             else:
                 yield env.timeout(out)
-            sc, epoch = conn
             if not ep.tls and sc.app != ep.app:
                 metrics.misdelivered += 1  # plain HTTP: the wrong app answers (seed 000)
             inner = self.s2a()
             if self.least_conn:
                 self.busy[addr] = self.busy.get(addr, 0) + 1
-            yield env.timeout(inner + sc.service() + upstream_s + out + inner)
-            if self.least_conn:
+                yield env.timeout(inner + sc.service() + upstream_s + out + inner)
                 self.busy[addr] -= 1
+            else:
+                yield env.timeout(inner + sc.service() + upstream_s + out + inner)
             if not (sc.alive and sc.epoch == epoch):
                 return Verdict.DIAL_FAILED.status  # the instance died mid-request
-            if self.keep_alive and len(idle := self.pool.setdefault(addr, [])) < self.max_idle:
+            if self.keep_alive and len(idle) < self.max_idle:
                 idle.append(conn)
             else:
                 sc.close(env.now, epoch)
