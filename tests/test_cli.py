@@ -92,3 +92,33 @@ def test_published_schema_is_current():
 
     published = Path(__file__).parent.parent / "docs" / "scenario.schema.json"
     assert published.read_text() == simnet("schema").stdout, "run: simnet schema -o " + str(published)
+
+
+GOLDEN = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "peers" / "istio-capture-golden"
+
+
+def test_iptables_trace_json_follows_the_rules():
+    out = simnet("iptables", "trace", str(GOLDEN / "ipnets.golden"), "--direction", "outbound",
+                 "--proto", "tcp", "--src", "198.18.0.1", "--dst", "10.1.2.3", "--dport", "80",
+                 "--uid", "1000", "--gid", "1000", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {
+        "verdict": "ACCEPT", "destination": "127.0.0.1:15001", "local": True, "mark": 0,
+        "path": ["nat/OUTPUT#1", "nat/ISTIO_OUTPUT#9", "nat/ISTIO_REDIRECT#1"]}
+    out = simnet("iptables", "trace", str(GOLDEN / "inbound-ports-include.golden"), "--direction",
+                 "inbound", "--src", "198.18.0.2", "--dst", "198.18.0.1", "--dport", "31000",
+                 "--in-if", "eth0", "--json")
+    assert json.loads(out.stdout)["destination"] == "198.18.0.1:15006"
+
+
+def test_iptables_trace_bad_input_exit_2(tmp_path):
+    rules = tmp_path / "rules.txt"
+    rules.write_text("*nat\n-A OUTPUT -p tcp --tcp-flags SYN SYN -j ACCEPT\nCOMMIT\n")
+    out = simnet("iptables", "trace", str(rules), "--src", "198.18.0.1", "--dst", "9.9.9.9", "--dport", "80")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"{rules}:2: --tcp-flags: option not modelled" in out.stderr
+    out = simnet("iptables", "trace", str(rules), "--src", "nowhere", "--dst", "9.9.9.9", "--dport", "80")
+    assert out.returncode == 2 and "--src: 'nowhere' is not an IP address" in out.stderr
+    out = simnet("iptables", "trace", str(tmp_path / "missing"), "--src", "198.18.0.1", "--dst", "9.9.9.9",
+                 "--dport", "80")
+    assert out.returncode == 2 and "missing" in out.stderr and "Traceback" not in out.stderr
