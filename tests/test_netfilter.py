@@ -126,6 +126,7 @@ def test_every_problem_is_reported_in_one_pass():
     ("*nat\n-N A\n-N A\nCOMMIT\n", 3, "A"),
     ("*nat\n-A MISSING -j ACCEPT\nCOMMIT\n", 2, "MISSING"),
     ("*nat\n-I OUTPUT 3 -j ACCEPT\nCOMMIT\n", 2, "3"),
+    ("*nat\n-A OUTPUT -p tcp -j DROP\nCOMMIT\n", 2, "DROP"),
 ])
 def test_rules_the_kernel_refuses_are_refused(text, line, token):
     with pytest.raises(SimnetError) as e:

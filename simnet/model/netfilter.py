@@ -232,6 +232,8 @@ EXTENSIONS = frozenset({"REDIRECT", "DNAT", "TPROXY", "MARK", "CONNMARK", "CT", 
 TARGET_TABLES = {
     "REDIRECT": {"nat"}, "DNAT": {"nat"}, "TPROXY": {"mangle"}, "CT": {"raw"},
     "MARK": {"raw", "mangle", "nat", "filter"}, "CONNMARK": {"raw", "mangle", "nat", "filter"},
+    # iptables: 'The "nat" table is not intended for filtering, the use of DROP is therefore inhibited.'
+    "DROP": {"raw", "mangle", "filter"},
 }
 TARGET_HOOKS = {
     "REDIRECT": {"PREROUTING", "OUTPUT"}, "DNAT": {"PREROUTING", "OUTPUT"},
