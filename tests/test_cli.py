@@ -122,3 +122,19 @@ def test_iptables_trace_bad_input_exit_2(tmp_path):
     out = simnet("iptables", "trace", str(tmp_path / "missing"), "--src", "198.18.0.1", "--dst", "9.9.9.9",
                  "--dport", "80")
     assert out.returncode == 2 and "missing" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_iptables_generate_istio_reproduces_a_golden(tmp_path):
+    cases = json.loads((GOLDEN / "cases.json").read_text())["cases"]
+    case = next(c for c in cases if c["name"] == "tproxy")
+    path = tmp_path / "tproxy.json"
+    path.write_text(json.dumps(case))
+    out = simnet("iptables", "generate", "istio", "--config", str(path), "--dry-run-form")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == (GOLDEN / "tproxy.golden").read_text()
+    restore = simnet("iptables", "generate", "istio", "--config", str(path)).stdout
+    assert restore.count("COMMIT") == (GOLDEN / "tproxy.golden").read_text().count("COMMIT")
+    path.write_text('{"ProxyPort": "15001",\n "InboundPortz": "*"}')
+    out = simnet("iptables", "generate", "istio", "--config", str(path))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"{path}:2: InboundPortz" in out.stderr
