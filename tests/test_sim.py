@@ -166,3 +166,59 @@ clients:
     web = [i for i in m.instances if i.app == "web"]
     assert sum(i.oom_kills for i in web) > 0
     assert m.outcomes[502] > 0
+
+
+BOSH = """
+name: vip
+platform: bosh
+duration_s: 2
+cells: {count: 3, memory_mb: 1024}
+proxy: {enabled: %s, additional_memory_allocation_mb: 0}
+apps: [{name: banana, instances: 3, memory_mb: 256, ports: [9002]}]
+routes: [{host: example-httpbin.banana.sample-deployment.boshy, app: banana, port: 9002}]
+routers: {count: 1, max_attempts: 1, backends: {enabled: false}}
+ingress: {kind: none}
+clients: [{host: example-httpbin.banana.sample-deployment.boshy, rate_per_s: 100}]
+"""
+
+
+def test_bosh_vip_connections_reach_the_local_envoy_only_because_the_rule_says_so():
+    host = "example-httpbin.banana.sample-deployment.boshy"
+    with_addon, _ = load_text(BOSH % "true")
+    path = derive(with_addon).client_paths[host]
+    assert path.via_proxy and path.outcome.destination == ("127.0.0.1", 15001)
+    assert path.outcome.path == ("nat/OUTPUT#1", "nat/BOSHY_VIP#2")
+    m = run(BOSH % "true")
+    assert m.outcomes[200] == m.completed > 0
+    # Without the Envoy add-on there is no rule: the job dials the VIP itself and nothing answers.
+    without, _ = load_text(BOSH % "false")
+    path = derive(without).client_paths[host]
+    assert not path.via_proxy and path.outcome.destination[0].startswith("169.254.255.")
+    m = run(BOSH % "false")
+    assert m.completed > 0 and m.outcomes[502] == m.completed
+
+
+ISTIO = """
+name: mesh
+platform: istio
+duration_s: 2
+cells: {count: 2, memory_mb: 2048}
+apps: [{name: web, instances: 2, memory_mb: 256, ports: [%d]}]
+routes: [{host: web.apps.example.com, app: web, port: %d}]
+routers: {count: 1, max_attempts: 2}
+clients: [{host: web.apps.example.com, rate_per_s: 100}]
+"""
+
+
+def test_istio_gateway_reaches_envoy_only_on_ports_the_capture_rules_take():
+    captured, _ = load_text(ISTIO % (8080, 8080))
+    d = derive(captured)
+    assert all(listener.tls for g in d.running for _, listener in d.listeners[g])
+    assert run(ISTIO % (8080, 8080)).outcomes[200] > 0
+    # 15021 is excluded by the injector (Envoy's health port): the app answers in plain text
+    # and the gateway's mTLS handshake fails.
+    excluded, _ = load_text(ISTIO % (15021, 15021))
+    d = derive(excluded)
+    assert not any(listener.tls for g in d.running for _, listener in d.listeners[g])
+    m = run(ISTIO % (15021, 15021))
+    assert m.completed > 0 and m.outcomes[200] == 0

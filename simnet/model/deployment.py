@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from simnet.errors import PortRangeExhausted
+from simnet.model.interception import CapturedPath, bosh_client, bosh_vip, istio_inbound
 from simnet.model.memory import additional_allocation_mb
 from simnet.model.ports import ProxyPorts, instance_ports, proxy_ports
 from simnet.model.tls import Verdict, backend_handshake
@@ -23,6 +24,7 @@ CELL_NET = ipaddress.ip_address("198.19.0.0")
 HOST_PORT_START = 61001  # garden hands out host ports per cell from here upward
 MAX_CONTAINERS = 65_000
 ISTIO_INBOUND_PORT = 15006
+GATEWAY_IP = "198.19.255.254"  # the istio ingress gateway's pod, as the app pods see it
 
 Address = tuple[str, int]
 Loc = tuple[str | int, ...]
@@ -84,6 +86,9 @@ class Deployment:
     running: tuple[str, ...]  # guids running at t=0
     listeners: dict[str, tuple[tuple[Address, Listener], ...]]  # guid -> what it serves where
     events: tuple[Event, ...] = field(default=())
+    # route host -> how a client's connection to it leaves the client's host (bosh: via the
+    # VM's VIP rule into its local Envoy, or not); hosts not listed go straight to the ingress
+    client_paths: dict[str, CapturedPath] = field(default_factory=dict)
 
     def instance(self, guid: str) -> Instance:
         return next(i for i in self.instances if i.guid == guid)
@@ -240,14 +245,35 @@ def derive(s: Scenario) -> Deployment:
         running=tuple(i.guid for i in initial),
         listeners={i.guid: tuple(_listeners(s, i)) for i in instances},
         events=tuple(sorted(events, key=lambda e: e.at_s)),
+        client_paths=_client_paths(s),
     )
+
+
+def _client_paths(s: Scenario) -> dict[str, CapturedPath]:
+    """bosh: clients are jobs on other VMs dialling ``<name>.boshy`` VIPs; whether that reaches
+    the VM's Envoy is what the VM's iptables rules say (no Envoy add-on, no rule)."""
+    if s.platform != "bosh":
+        return {}
+    vips = bosh_vip([r.host for r in s.routes])
+    caller = str(CELL_NET + 1)
+    port = {}
+    for r in s.routes:
+        port.setdefault(r.host, r.port)
+    return {h: bosh_client(caller, vips[h], port[h], s.proxy.enabled) for h in port}
 
 
 def _listeners(s: Scenario, inst: Instance) -> Iterator[tuple[Address, Listener]]:
     """Every address reachable from the routers that lands in this instance's container."""
-    if s.platform in ("istio", "bosh"):
+    if s.platform == "istio":
+        # Envoy answers (with mTLS) only where the pod's capture rules send the gateway's
+        # connection to its inbound port; elsewhere the app itself answers, in plain text.
         for p in dict.fromkeys(s.app(inst.app).ports):
-            yield (inst.container_ip, p), Listener(inst.guid, inst.app, s.platform == "istio")
+            captured = istio_inbound(inst.container_ip, p, GATEWAY_IP).via_proxy
+            yield (inst.container_ip, p), Listener(inst.guid, inst.app, captured)
+        return
+    if s.platform == "bosh":
+        for p in dict.fromkeys(s.app(inst.app).ports):
+            yield (inst.container_ip, p), Listener(inst.guid, inst.app, False)
         return
     tls_ports = {m.proxy for m in inst.proxy.mappings} if inst.proxy else set()
     for port, host_port in inst.host_ports.items():

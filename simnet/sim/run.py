@@ -15,6 +15,7 @@ from collections.abc import Callable
 import simpy
 
 from simnet.model.deployment import Address, Deployment, Listener
+from simnet.model.tls import Verdict
 from simnet.scenario.schema import Client
 from simnet.sim.latency import Sampler, sampler
 from simnet.sim.metrics import InstanceSeries, Metrics
@@ -105,6 +106,16 @@ def _client(env: simpy.Environment, c: Client, n: int, net: Network, pick: Calla
         yield env.timeout(up + connect() + tls() if new_connection else up)
         status = yield from pick().handle(host, up)
         record(status, t0)
+
+    path = net.deployment.client_paths.get(host)
+    if path is not None and not path.via_proxy:
+        def request(new_connection: bool):  # noqa: F811
+            # The client host's rules let the connection go to the VIP itself: nothing listens.
+            metrics.issued += 1
+            metrics.in_flight += 1
+            t0 = env.now
+            yield env.timeout(c2i() + connect())
+            record(Verdict.DIAL_FAILED.status, t0)
 
     if c.start_s:
         yield env.timeout(c.start_s)
