@@ -243,6 +243,9 @@ def iptables_trace(
         "An address of this host besides loopback (repeatable); inbound, --in-addr or --dst "
         "counts as one.")] = [],  # noqa: B006
     mark: Annotated[int, typer.Option(min=0, max=0xFFFFFFFF, help="Initial packet mark.")] = 0,
+    server_uid: Annotated[int, typer.Option(min=0, help=
+        "Owner uid of the listening socket (its SYN-ACK passes OUTPUT owner rules).")] = 0,
+    server_gid: Annotated[int, typer.Option(min=0, help="Owner gid of the listening socket.")] = 0,
     ctstate: Annotated[str, typer.Option(help="Conntrack state of the packet.")] = "NEW",
     name: Annotated[list[str], typer.Option("--name", help=
         "NAME=ID for user/group names in owner matches (repeatable).")] = [],  # noqa: B006
@@ -272,8 +275,7 @@ def iptables_trace(
                           local_addrs=tuple(_address(a, "--local") for a in local)
                           # an inbound connection is addressed to this host (or --in-addr is its address)
                           + ((_address(in_addr or dst, "--dst"),) if direction == "inbound" else ()),
-                          mark=mark,
-                          ctstate=ctstate)
+                          mark=mark, ctstate=ctstate, server_uid=server_uid, server_gid=server_gid)
         if len({conn.family, _family(src)} | ({_family(in_addr)} if in_addr else set())) != 1:
             raise SimnetError(Problem("<command line>", None, "--src", "--src and --dst are different IP versions"))
         try:

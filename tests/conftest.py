@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -10,3 +11,36 @@ settings.register_profile(
 )
 settings.register_profile("dev", max_examples=25, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many rulesets and connections the kernel differential compared, when it ran."""
+    import sys
+
+    module = sys.modules.get("tests.test_kernel_differential")
+    if module is not None and module.KERNEL_CASES["rulesets"]:
+        n = module.KERNEL_CASES
+        terminalreporter.write_line(
+            f"kernel differential: {n['connections']} connections through {n['rulesets']} rulesets "
+            "compared with the real kernel")
+
+
+@pytest.fixture(scope="session")
+def kernel_netns():
+    """Real-netfilter tests need root and ``ip netns``: without them they FAIL (never skip).
+    Namespaces of dead earlier sessions are swept first; none of ours may be left at the end."""
+    from simnet.real.netns import Namespace, NetnsError, list_namespaces, sweep_leftovers
+
+    if os.geteuid() != 0:
+        pytest.fail("the real-netfilter tests need root (network namespaces, iptables-restore); "
+                    "they are part of the suite and do not skip", pytrace=False)
+    sweep_leftovers()
+    try:
+        with Namespace("check"):
+            pass
+    except (NetnsError, OSError) as e:
+        pytest.fail(f"cannot create a network namespace with `ip netns add`: {e}", pytrace=False)
+    yield
+    sweep_leftovers()
+    ours = [n for n in list_namespaces() if n.startswith(f"simnet-{os.getpid()}-")]
+    assert ours == [], f"namespaces left behind: {ours}"

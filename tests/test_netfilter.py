@@ -122,7 +122,8 @@ def test_every_problem_is_reported_in_one_pass():
     ("*nat\n-N X\n-A PREROUTING -j X\n-A X -m owner --uid-owner 1 -j RETURN\nCOMMIT\n", 4, "-m owner"),
     ("*nat\n-A OUTPUT -p tcp -j TPROXY --on-port 1\nCOMMIT\n", 2, "TPROXY"),
     ("*mangle\n-A OUTPUT -p tcp -j TPROXY --on-port 1\nCOMMIT\n", 2, "TPROXY"),
-    ("*filter\n-A INPUT -j REDIRECT --to-ports 1\nCOMMIT\n", 2, "REDIRECT"),
+    ("*filter\n-A INPUT -p tcp -j REDIRECT --to-ports 1\nCOMMIT\n", 2, "REDIRECT"),
+    ("*nat\n-A OUTPUT -j REDIRECT --to-ports 1\nCOMMIT\n", 2, "--to-ports"),
     ("*nat\n-N A\n-N A\nCOMMIT\n", 3, "A"),
     ("*nat\n-A MISSING -j ACCEPT\nCOMMIT\n", 2, "MISSING"),
     ("*nat\n-I OUTPUT 3 -j ACCEPT\nCOMMIT\n", 2, "3"),
@@ -271,3 +272,38 @@ def test_compiled_golden_agrees_with_the_reference_walk(name):
         for conn in conns:
             a, b = trace(rs, conn, names), compiled.trace(conn)
             assert (a, a.path, a.mark) == (b, b.path, b.mark)
+
+
+def test_raw_table_sees_no_conntrack_entry_yet():
+    # raw runs before conntrack: every packet looks INVALID there and has no connmark.
+    rs = nf.load("*raw\n-A OUTPUT -m conntrack --ctstate INVALID -j CT --zone 7\nCOMMIT\n"
+                 "*mangle\n-A OUTPUT -m conntrack --ctstate INVALID -j MARK --set-mark 1\nCOMMIT\n", "r")
+    o = trace(rs, out("9.9.1.1", 80))
+    assert o.path == ("raw/OUTPUT#1",) and o.mark == 0
+
+
+def test_a_tcp_connection_needs_its_whole_handshake():
+    # INPUT drops everything but new connections: the SYN-ACK coming back is dropped.
+    rs = nf.load("*filter\n:INPUT DROP [0:0]\n-A INPUT -m conntrack --ctstate NEW -j ACCEPT\nCOMMIT\n", "r")
+    o = trace(rs, out("198.18.0.2", 80))
+    assert o.verdict == "DROP" and o.path[-1] == "syn-ack:filter/INPUT:policy"
+    # The usual stateful idiom lets it through.
+    rs = nf.load("*filter\n:INPUT DROP [0:0]\n-A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n"
+                 "-A INPUT -m conntrack --ctstate NEW -j ACCEPT\nCOMMIT\n", "r")
+    assert trace(rs, out("198.18.0.2", 80)).destination == ("198.18.0.2", 80)
+    # The client's ACK is an established packet too: NEW-only OUTPUT rules drop it.
+    rs = nf.load("*filter\n:OUTPUT DROP [0:0]\n-A OUTPUT -m conntrack --ctstate NEW -j ACCEPT\n"
+                 "-A OUTPUT -p tcp --sport 40000 -m conntrack --ctstate NEW -j ACCEPT\nCOMMIT\n", "r")
+    o = trace(rs, out("198.18.0.2", 80))
+    assert o.verdict == "DROP" and o.path[-1] == "ack:filter/OUTPUT:policy"
+    # UDP has no handshake.
+    assert trace(rs, out("198.18.0.2", 53, proto="udp")).verdict == "ACCEPT"
+
+
+def test_the_syn_ack_of_a_redirected_connection_is_owned_by_the_listener():
+    # Envoy (uid 1337) answers a redirected connection; an OUTPUT rule for uid 1337 sees its SYN-ACK.
+    rs = nf.load("*nat\n-A OUTPUT -p tcp -m owner ! --uid-owner 1337 -j REDIRECT --to-ports 15001\nCOMMIT\n"
+                 "*filter\n-A OUTPUT -p tcp --sport 15001 -m owner --uid-owner 1337 -j DROP\nCOMMIT\n", "r")
+    assert trace(rs, out("9.9.1.1", 80)).verdict == "ACCEPT"  # listener owned by root
+    o = trace(rs, out("9.9.1.1", 80, server_uid=1337))
+    assert o.verdict == "DROP" and o.path[-1] == "syn-ack:filter/OUTPUT#1"

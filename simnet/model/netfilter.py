@@ -513,7 +513,7 @@ def _unresolved_jumps(table: Table, block: Block, source: str) -> Iterator[Probl
                               f"jump to chain {t.name}, which table {table.name} does not have")
 
 
-def _reachable_from(table: Table) -> dict[str, set[str]]:
+def hooks_reaching(table: Table) -> dict[str, set[str]]:
     """For each chain, the built-in chains (hooks) from which it can be reached."""
     hooks: dict[str, set[str]] = {n: set() for n in table.chains}
     for root in BUILTIN_CHAINS[table.name]:
@@ -533,7 +533,7 @@ def _misplaced_rules(rs: Ruleset, source: str) -> Iterator[Problem]:
     table that does not allow it (e.g. TPROXY outside mangle PREROUTING, owner in PREROUTING)."""
     for tname in TABLES:
         table = rs.tables[tname]
-        hooks = _reachable_from(table)
+        hooks = hooks_reaching(table)
         for chain in table.chains.values():
             for r in chain.rules:
                 t = r.target
@@ -824,6 +824,12 @@ def parse_rule(tokens: list[str], table: str = "filter", family: int = 4, lineno
         if negated and isinstance(matches[-1], (Comment,)):
             raise RuleError("!", "cannot negate a comment")
     _check_supported_combinations(matches)
+    if target is not None and target.port is not None and target.name in ("REDIRECT", "DNAT") \
+            and not any(isinstance(m, Protocol) and not m.negated and m.name in ("tcp", "udp", "sctp")
+                        for m in matches):
+        raise RuleError(target.options[0] if target.options else target.name,
+                        "a port needs -p tcp, udp or sctp (iptables: \"Need TCP, UDP, SCTP or DCCP "
+                        "with port specification\")")
     return Rule(tuple(matches), target, lineno)
 
 

@@ -27,6 +27,8 @@ class Connection:
     loopback address (the kernel routes local destinations over lo).
     ``inbound``: arrives from another host on ``in_if`` and enters at PREROUTING; ``in_addr`` is
     the first address of ``in_if``, which is where REDIRECT sends it (nf_nat_redirect_ipv4).
+    A TCP connection is delivered only when its whole handshake passes the rules:
+    ``server_uid``/``server_gid`` own the listening socket whose SYN-ACK owner matches see.
     """
 
     direction: Direction
@@ -43,6 +45,8 @@ class Connection:
     local_addrs: tuple[str, ...] = ()
     mark: int = 0
     ctstate: str = "NEW"
+    server_uid: int = 0
+    server_gid: int = 0
 
     @property
     def family(self) -> int:

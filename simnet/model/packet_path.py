@@ -58,8 +58,8 @@ class State:
     """The mutable first packet as the hooks see it (addresses as integers, for fast matching)."""
 
     __slots__ = ("family", "proto", "src", "dst", "sport", "dport", "uid", "gid", "in_if",
-                 "out_if", "route_if", "mark", "ctmark", "ctstate", "tracked", "zone", "local",
-                 "hook", "looped", "in_addr", "tproxy", "names")
+                 "out_if", "route_if", "mark", "ctmark", "ctstate", "tracked", "ct", "zone",
+                 "local", "hook", "looped", "in_addr", "tproxy", "names")
 
     def __init__(self, conn: Connection, names: Mapping[str, int]):
         self.family = conn.family
@@ -75,15 +75,26 @@ class State:
         self.out_if = self.route_if and ("lo" if self.is_local(self.dst) else self.route_if)
         self.mark, self.ctmark, self.ctstate = conn.mark, 0, conn.ctstate
         self.tracked, self.zone, self.hook, self.looped = conn.ctstate != "UNTRACKED", 0, "", False
+        self.ct = True  # whether the conntrack entry is attached yet (not in raw: see _run)
         self.in_addr = _addr(conn.in_addr) if conn.in_addr else self.dst
         self.tproxy: tuple[int, int] | None = None
         self.names = names
+
+    @property
+    def state(self) -> str:
+        """The conntrack state xt_conntrack sees: INVALID before conntrack has looked the packet
+        up (the raw table runs at -300, conntrack at -200), UNTRACKED after CT --notrack."""
+        if not self.tracked:
+            return "UNTRACKED"
+        return self.ctstate if self.ct else "INVALID"
 
     def is_loopback(self, a: int) -> bool:
         return (a & _LOOP4[1]) == _LOOP4[0] if self.family == 4 else a == _LOOP6
 
     def is_local(self, a: int) -> bool:
-        return self.is_loopback(a) or a in self.local
+        if a in self.local:
+            return True
+        return (a & 0xFF000000) == 0x7F000000 if self.family == 4 else a == _LOOP6
 
     def address_type(self, a: int) -> str:
         if self.is_local(a):
@@ -136,6 +147,8 @@ def apply_target(s: State, t: Target) -> int:
     if name == "MARK":
         s.mark = (s.mark & ~t.mask & FULL_MASK) ^ t.mark
     elif name == "CONNMARK":
+        if not (s.ct and s.tracked):
+            return CONTINUE  # no conntrack entry (yet): nothing to save to or restore from
         if t.action == "save":
             s.ctmark = s.mark
         elif t.action == "restore":
@@ -171,9 +184,11 @@ def match(m, s: State) -> bool:
         v = s.uid if m.field == "uid" else s.gid
         return (lo <= v <= hi) != m.negated
     if isinstance(m, Mark):
+        if m.conn and not (s.ct and s.tracked):
+            return False  # xt_connmark: no conntrack entry, no match (negated or not)
         return m.test(s.ctmark if m.conn else s.mark)
     if isinstance(m, CtState):
-        return (s.ctstate in m.states) != m.negated
+        return (s.state in m.states) != m.negated
     if isinstance(m, AddrType):
         a = s.src if m.field == "src" else s.dst
         return (s.address_type(a) in m.types) != m.negated
@@ -223,28 +238,41 @@ def _walk_table(rs: Ruleset, table: str, hook: str, s: State, path: list[str]) -
                 return v
 
 
-def _run(s: State, leg, table_fn, path: list[str]) -> int:
+def _run(s: State, leg, table_fn, path: list[str], nat: tuple[int, int] | None = None,
+         denat: tuple[int, int] | None = None) -> int:
+    """One packet through one leg. NAT is decided on a tracked connection's first packet (the
+    nat tables run); later packets get the connection's mapping at the same hook instead: ``nat``
+    rewrites the destination at nat OUTPUT/PREROUTING, ``denat`` the source of a reply at nat
+    POSTROUTING."""
     for hook, table in leg:
         s.hook = hook
-        if table == "nat" and (not s.tracked or s.ctstate != "NEW"):
-            continue  # NAT is decided once, for a tracked connection's first packet
+        s.ct = table != "raw" or s.looped  # a looped-back packet carries its entry already
+        if table == "nat":
+            if s.tracked and s.ctstate == "NEW":
+                if table_fn(table, hook, s, path) == DROP:
+                    return DROP
+            elif nat is not None and hook in ("OUTPUT", "PREROUTING"):
+                s.dst, s.dport = nat
+            elif denat is not None and hook == "POSTROUTING":
+                s.src, s.sport = denat
+            if hook == "OUTPUT":  # ip_route_me_harder after a NAT rewrite
+                s.out_if = "lo" if s.is_local(s.dst) else s.route_if
+            continue
         if table_fn(table, hook, s, path) == DROP:
             return DROP
-        if hook == "OUTPUT" and table == "nat":  # ip_route_me_harder after a NAT rewrite
-            s.out_if = "lo" if s.is_local(s.dst) else s.route_if
     return ACCEPT
 
 
-def _outcome(s: State, legs, table_fn, path: list[str], direction: str) -> Outcome:
+def _first_packet(s: State, legs, path: list[str], direction: str) -> Outcome:
     if direction == "outbound":
-        if _run(s, legs["outbound"], table_fn, path) == DROP:
+        if legs["outbound"](s, path, None, None) == DROP:
             return Outcome("DROP", None, False, tuple(path), s.mark)
         if not s.is_local(s.dst):
             return Outcome("ACCEPT", (_text(s, s.dst), s.dport), False, tuple(path), s.mark)
         s.in_if, s.out_if, s.in_addr, s.looped = "lo", "", s.dst, True
-        verdict = _run(s, legs["loopback"], table_fn, path)
+        verdict = legs["loopback"](s, path, None, None)
     else:
-        if _run(s, legs["inbound"], table_fn, path) == DROP:
+        if legs["inbound"](s, path, None, None) == DROP:
             return Outcome("DROP", None, False, tuple(path), s.mark)
         if s.tproxy is None and s.is_loopback(s.dst):
             path.append("routing:martian")  # loopback destination from outside, route_localnet=0
@@ -252,12 +280,71 @@ def _outcome(s: State, legs, table_fn, path: list[str], direction: str) -> Outco
         if s.tproxy is None and not s.is_local(s.dst):
             path.append("routing:not-forwarded")  # a fresh namespace has ip_forward=0
             return Outcome("DROP", None, False, tuple(path), s.mark)
-        verdict = _run(s, legs["inbound_local"], table_fn, path)
+        verdict = legs["inbound_local"](s, path, None, None)
     if verdict == DROP:
         return Outcome("DROP", None, False, tuple(path), s.mark)
     if s.tproxy is not None:
         return Outcome("ACCEPT", (_text(s, s.tproxy[0]), s.tproxy[1]), True, tuple(path), s.mark)
     return Outcome("ACCEPT", (_text(s, s.dst), s.dport), True, tuple(path), s.mark)
+
+
+def _handshake(conn: Connection, syn: State, first: Outcome, nat: tuple[int, int],
+               legs) -> list[str] | None:
+    """The SYN-ACK and the ACK after an accepted SYN: ``None`` when both pass, else the drop.
+
+    They are established packets of the same conntrack entry (its mark carries over), so no
+    nat table runs: the entry's mapping is applied where the nat hooks sit. A SYN-ACK from our
+    own listener is locally generated (OUTPUT, owner = the listening socket: skb_to_full_sk);
+    one from another host arrives on the interface the connection's source address belongs to.
+    """
+    names, orig = syn.names, (_addr(conn.dst), conn.dport)
+    # SYN-ACK: from the socket that accepted back to the client.
+    r = State(conn, names)
+    r.ctstate, r.tracked, r.ctmark, r.mark = "ESTABLISHED", syn.tracked, syn.ctmark, 0
+    r.src, r.sport = (orig if syn.tproxy is not None else nat)
+    r.dst, r.dport = _addr(conn.src), conn.sport
+    path: list[str] = []
+    if first.local:
+        r.uid, r.gid = conn.server_uid, conn.server_gid
+        r.route_if = "lo" if r.is_local(r.dst) else conn.in_if
+        r.in_if, r.out_if = "", r.route_if
+        dropped = legs["outbound"](r, path, None, orig) == DROP
+        if not dropped and r.is_local(r.dst):
+            r.in_if, r.out_if, r.looped = "lo", "", True
+            dropped = legs["loopback"](r, path, None, None) == DROP
+    else:
+        r.in_if, r.out_if, r.route_if = conn.out_if, "", ""
+        dropped = (legs["inbound"](r, path, None, None) == DROP
+                   or legs["inbound_local"](r, path, None, None) == DROP)
+    if dropped:
+        return ["syn-ack:" + p for p in path]
+    # ACK: the client's second packet, through the same hooks as the SYN.
+    a = State(conn, names)
+    a.ctstate, a.tracked, a.ctmark = "ESTABLISHED", syn.tracked, r.ctmark
+    path = []
+    if conn.direction == "outbound":
+        dropped = legs["outbound"](a, path, nat, None) == DROP
+        if not dropped and a.is_local(a.dst):
+            a.in_if, a.out_if, a.in_addr, a.looped = "lo", "", a.dst, True
+            dropped = legs["loopback"](a, path, None, None) == DROP
+    else:
+        a.mark = 0  # marks do not cross namespaces
+        dropped = (legs["inbound"](a, path, nat, None) == DROP
+                   or legs["inbound_local"](a, path, None, None) == DROP)
+    return ["ack:" + p for p in path] if dropped else None
+
+
+def _outcome(conn: Connection, names: Mapping[str, int], legs: Mapping[str, Callable]) -> Outcome:
+    """The first packet's outcome; for TCP, a DROP instead when the handshake cannot finish."""
+    s = State(conn, names)
+    first = _first_packet(s, legs, [], conn.direction)
+    if first.verdict == "DROP" or conn.proto != "tcp":
+        return first
+    # Nothing after the nat hook rewrites the destination: it is the connection's mapping.
+    dropped = _handshake(conn, s, first, (s.dst, s.dport), legs)
+    if dropped:
+        return Outcome("DROP", None, False, first.path + tuple(dropped), first.mark)
+    return first
 
 
 def _text(s: State, a: int) -> str:
@@ -279,8 +366,12 @@ def _check_family(rs: Ruleset, conn: Connection) -> None:
 def trace(rs: Ruleset, conn: Connection, names: Mapping[str, int] | None = None) -> Outcome:
     """Where ``conn`` goes under ``rs``, by walking the parsed rules (the reference evaluator)."""
     _check_family(rs, conn)
-    s = State(conn, names or {})
-    return _outcome(s, LEGS, lambda t, h, st, p: _walk_table(rs, t, h, st, p), [], conn.direction)
+    def table_fn(table: str, hook: str, st: State, path: list[str]) -> int:
+        return _walk_table(rs, table, hook, st, path)
+
+    legs = {name: (lambda leg: lambda st, path, nat, denat: _run(st, leg, table_fn, path, nat, denat))(leg)
+            for name, leg in LEGS.items()}
+    return _outcome(conn, names or {}, legs)
 
 
 # ----------------------------------------------------------------------------- the compiled decision function
@@ -333,10 +424,11 @@ class _Compiler:
             v = f"s.{m.field}"
             return f"{neg}({v} == {lo})" if lo == hi else f"{neg}({lo} <= {v} <= {hi})"
         if isinstance(m, Mark):
-            v = "s.ctmark" if m.conn else "s.mark"
-            return f"{neg}(({v} & {m.mask}) == {m.value})"
+            if m.conn:
+                return f"(s.ct and s.tracked and {neg}((s.ctmark & {m.mask}) == {m.value}))"
+            return f"{neg}((s.mark & {m.mask}) == {m.value})"
         if isinstance(m, CtState):
-            return f"{neg}(s.ctstate in {self.const(m.states)})"
+            return f"{neg}(s.state in {self.const(m.states)})"
         if isinstance(m, Comment):
             return "True"
         return f"match({self.const(m)}, s)"  # AddrType: rare, looks routes up
@@ -372,40 +464,53 @@ class _Compiler:
             return ["pass"]
         return [f"v = apply_target(s, {self.const(t)})", "if v: return v"]
 
-    def build(self) -> dict[tuple[str, str], Callable]:
+    def leg(self, name: str, leg) -> None:
+        """One leg as straight-line code: ``_run`` unrolled, empty ACCEPT chains left out."""
+        out = self.lines
+        out.append(f"def leg_{name}(s, path, nat, denat):")
+        for hook, table in leg:
+            chain = self.rs.chain(table, hook)
+            out.append(f"    s.hook = {hook!r}")
+            out.append("    s.ct = s.looped" if table == "raw" else "    s.ct = True")
+            call = [f"v = {self.fn(table, hook)}(s, path)", "if v == 2: return 2"]
+            if chain.policy == "DROP":
+                call += [f"if v == 0: path.append({self.const(f'{table}/{hook}:policy')}); return 2"]
+            if table != "nat":
+                if chain.rules or chain.policy != "ACCEPT":
+                    out.extend("    " + line for line in call)
+                continue
+            out.append("    if s.tracked and s.ctstate == 'NEW':")
+            out.extend("        " + line for line in (call if chain.rules or chain.policy != "ACCEPT" else ["pass"]))
+            if hook in ("OUTPUT", "PREROUTING"):
+                out.append("    elif nat is not None: s.dst, s.dport = nat")
+            elif hook == "POSTROUTING":
+                out.append("    elif denat is not None: s.src, s.sport = denat")
+            if hook == "OUTPUT":
+                out.append("    s.out_if = 'lo' if s.is_local(s.dst) else s.route_if")
+        out.append("    return 1")
+
+    def build(self) -> dict[str, Callable]:
         for table, tb in self.rs.tables.items():
             for name in tb.chains:
                 self.chain(table, name)
+        for name, leg in LEGS.items():
+            self.leg(name, leg)
         ns = dict(self.consts)
         exec(compile("\n".join(self.lines), "<compiled ruleset>", "exec"), ns)  # noqa: S102
-        return {(t, c): ns[self.fn(t, c)] for t, tb in self.rs.tables.items() for c in tb.chains}
+        return {name: ns[f"leg_{name}"] for name in LEGS}
 
 
 class CompiledRuleset:
-    """A ruleset compiled once into one function per chain; ``trace`` gives ``trace()``'s answer."""
+    """A ruleset compiled once into one function per chain and per leg of the path; ``trace``
+    gives ``trace()``'s answer."""
 
     def __init__(self, rs: Ruleset, names: Mapping[str, int] | None = None):
         self.ruleset, self.names = rs, dict(names or {})
-        self.functions = _Compiler(rs, self.names).build()
-        self.policies = {(t, c): ch.policy for t, tb in rs.tables.items() for c, ch in tb.chains.items()}
-        # A hook whose chain is empty with policy ACCEPT cannot change anything: leave it out.
-        # (nat stays in: whether it runs at all is decided per packet.)
-        self.legs = {name: tuple((h, t) for h, t in leg
-                                 if t == "nat" or rs.chain(t, h).rules or rs.chain(t, h).policy != "ACCEPT")
-                     for name, leg in LEGS.items()}
-
-    def _table(self, table: str, hook: str, s: State, path: list[str]) -> int:
-        v = self.functions[(table, hook)](s, path)
-        if v:
-            return v
-        if self.policies[(table, hook)] == "DROP":
-            path.append(f"{table}/{hook}:policy")
-            return DROP
-        return ACCEPT
+        self.legs = _Compiler(rs, self.names).build()
 
     def trace(self, conn: Connection) -> Outcome:
         _check_family(self.ruleset, conn)
-        return _outcome(State(conn, self.names), self.legs, self._table, [], conn.direction)
+        return _outcome(conn, self.names, self.legs)
 
 
 def compile_ruleset(rs: Ruleset, names: Mapping[str, int] | None = None) -> CompiledRuleset:
