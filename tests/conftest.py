@@ -17,7 +17,8 @@ def pytest_terminal_summary(terminalreporter):
     """How many rulesets and connections the kernel differential compared, when it ran."""
     import sys
 
-    module = sys.modules.get("tests.test_kernel_differential")
+    module = next((m for name, m in list(sys.modules.items())
+                   if name.rpartition(".")[2] == "test_kernel_differential"), None)
     if module is not None and module.KERNEL_CASES["rulesets"]:
         n = module.KERNEL_CASES
         terminalreporter.write_line(

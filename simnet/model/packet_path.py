@@ -334,11 +334,13 @@ def _handshake(conn: Connection, syn: State, first: Outcome, nat: tuple[int, int
     return ["ack:" + p for p in path] if dropped else None
 
 
-def _outcome(conn: Connection, names: Mapping[str, int], legs: Mapping[str, Callable]) -> Outcome:
-    """The first packet's outcome; for TCP, a DROP instead when the handshake cannot finish."""
+def _outcome(conn: Connection, names: Mapping[str, int], legs: Mapping[str, Callable],
+             handshake: bool = True) -> Outcome:
+    """The first packet's outcome; for TCP, a DROP instead when the handshake cannot finish
+    (``handshake=False``: the ruleset provably cannot drop an established packet)."""
     s = State(conn, names)
     first = _first_packet(s, legs, [], conn.direction)
-    if first.verdict == "DROP" or conn.proto != "tcp":
+    if first.verdict == "DROP" or conn.proto != "tcp" or not handshake:
         return first
     # Nothing after the nat hook rewrites the destination: it is the connection's mapping.
     dropped = _handshake(conn, s, first, (s.dst, s.dport), legs)
@@ -507,10 +509,19 @@ class CompiledRuleset:
     def __init__(self, rs: Ruleset, names: Mapping[str, int] | None = None):
         self.ruleset, self.names = rs, dict(names or {})
         self.legs = _Compiler(rs, self.names).build()
+        self.handshake = can_drop_established(rs)
 
     def trace(self, conn: Connection) -> Outcome:
         _check_family(self.ruleset, conn)
-        return _outcome(conn, self.names, self.legs)
+        return _outcome(conn, self.names, self.legs, self.handshake)
+
+
+def can_drop_established(rs: Ruleset) -> bool:
+    """Whether any later packet of a connection could be dropped: they never meet a nat table,
+    so only a DROP rule or policy in raw, mangle or filter can (TPROXY on an established packet
+    finds its socket). When none exists, the handshake need not be traced."""
+    return any(ch.policy == "DROP" or any(r.target is not None and r.target.name == "DROP" for r in ch.rules)
+               for t in ("raw", "mangle", "filter") for ch in rs.tables[t].chains.values())
 
 
 def compile_ruleset(rs: Ruleset, names: Mapping[str, int] | None = None) -> CompiledRuleset:
