@@ -7,6 +7,10 @@ OUTPUT already (nf_nat_inet_fn runs a table only while that NAT manip is uniniti
 Arriving (inbound): PREROUTING (raw, mangle, nat), then INPUT (mangle, filter, nat) for a local
 destination; a fresh namespace does not forward, so anything else is dropped.
 
+A TCP connection is delivered only when its SYN-ACK and ACK pass as well; they are
+established packets (no nat table, the connection's mapping applied instead), and raw sees
+every packet before conntrack has attached its entry.
+
 Two evaluators give the same ``Outcome``: ``trace`` walks the parsed rules (the reference), and
 ``compile_ruleset`` turns a ruleset once into Python functions, one per chain, with every match
 inlined -- the decision-function approach that makes tens of thousands of traces per second cheap.
@@ -368,6 +372,7 @@ def _check_family(rs: Ruleset, conn: Connection) -> None:
 def trace(rs: Ruleset, conn: Connection, names: Mapping[str, int] | None = None) -> Outcome:
     """Where ``conn`` goes under ``rs``, by walking the parsed rules (the reference evaluator)."""
     _check_family(rs, conn)
+
     def table_fn(table: str, hook: str, st: State, path: list[str]) -> int:
         return _walk_table(rs, table, hook, st, path)
 
