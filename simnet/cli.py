@@ -98,7 +98,7 @@ def run(
     from simnet.pipeline import run as run_pipeline
     from simnet.scenario.load import bundled
 
-    path = scenario if scenario is not None else bundled()
+    path = _scenario_path(scenario) if scenario is not None else bundled()
     progress = _LazyProgress(f"simulating {path.name}")
     try:
         out = run_pipeline(path, reports, progress)
@@ -111,6 +111,50 @@ def run(
         console.print(_instance_table(out))
     report = out.report_files[0].parent if out.report_files else reports
     console.print(f"report: {report / 'report.html'}")
+
+
+@app.command()
+def compare(
+    scenarios: Annotated[list[Path], typer.Argument(metavar="SCENARIO...", help=
+        "Two or more scenario files (or bundled names) to run and show side by side.")],
+    reports: Annotated[Path, typer.Option(help="Directory for the reports.")] = Path("reports"),
+) -> None:
+    """Run variants of a deployment and write a side-by-side report, reports/<a>-vs-<b>/."""
+    from simnet.pipeline import compare as compare_pipeline
+
+    if len(scenarios) < 2:
+        _fail(SimnetError(Problem("<command line>", None, "SCENARIO", "give at least two scenarios")))
+    progress = _LazyProgress("simulating variants")
+    try:
+        outputs, files = compare_pipeline([_scenario_path(p) for p in scenarios], reports, progress)
+    except SimnetError as e:
+        _fail(e)
+    finally:
+        progress.close()
+    t = Table(title="side by side")
+    t.add_column("")
+    for o in outputs:
+        t.add_column(o.scenario.name, justify="right")
+    rows = [("completed", lambda s: f"{s['requests']['completed']:,}"),
+            ("misdelivered", lambda s: f"{s['requests']['misdelivered']:,}"),
+            ("retries", lambda s: f"{s['requests']['retries']:,}"),
+            ("endpoints pruned", lambda s: f"{s['endpoints_pruned']:,}")]
+    summaries = [o.metrics.summary() for o in outputs]
+    for label, cell in rows:
+        t.add_row(label, *(cell(s) for s in summaries))
+    for code in sorted({c for o in outputs for c in o.metrics.outcomes}):
+        t.add_row(f"status {code}", *(f"{o.metrics.outcomes.get(code, 0):,}" for o in outputs))
+    console.print(t)
+    console.print(f"report: {files[0]}")
+
+
+def _scenario_path(value: Path) -> Path:
+    """A file, or the name of a bundled scenario."""
+    from simnet.scenario.load import bundled
+
+    if not value.exists() and bundled(str(value)).exists():
+        return bundled(str(value))
+    return value
 
 
 @app.command()

@@ -62,7 +62,12 @@ def deployment_facts(d: Deployment) -> dict:
 def run(path: str | Path, reports_dir: Path,
         progress: Callable[[float], None] | None = None) -> RunOutput:
     """Load, derive, simulate and write reports/<scenario name>/."""
-    scenario, deployment = load_and_derive(path)
+    return simulate_and_report(*load_and_derive(path), reports_dir, progress)
+
+
+def simulate_and_report(scenario: Scenario, deployment: Deployment, reports_dir: Path,
+                        progress: Callable[[float], None] | None = None) -> RunOutput:
+    """Simulate a derived deployment and write reports/<scenario name>/."""
     t0 = time.perf_counter()
     metrics = simulate(deployment, progress)
     wall = time.perf_counter() - t0
@@ -73,3 +78,20 @@ def run(path: str | Path, reports_dir: Path,
              "wall_s": round(wall, 3)}  # wall time: shown in the HTML, kept out of summary.json
     files = write_report(scenario, metrics, reports_dir / scenario.name, facts=facts)
     return RunOutput(scenario, deployment, metrics, wall, files)
+
+
+def compare(paths: list[str | Path], reports_dir: Path,
+            progress: Callable[[float], None] | None = None) -> tuple[list[RunOutput], list[Path]]:
+    """Run each scenario (each writes its own report), then write the side-by-side report
+    ``reports/<a>-vs-<b>/``. Every scenario is loaded and derived before anything runs, so bad
+    input in any of them stops the comparison before it starts."""
+    from simnet.report.compare import comparison_name, write_comparison
+
+    derived = [load_and_derive(p) for p in paths]
+    outputs = []
+    for k, (scenario, deployment) in enumerate(derived):
+        step = (lambda f, k=k: progress((k + f) / len(derived))) if progress else None
+        outputs.append(simulate_and_report(scenario, deployment, reports_dir, step))
+    files = write_comparison([(o.scenario, o.metrics) for o in outputs],
+                             reports_dir / comparison_name([o.scenario for o in outputs]))
+    return outputs, files

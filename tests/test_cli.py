@@ -138,3 +138,13 @@ def test_iptables_generate_istio_reproduces_a_golden(tmp_path):
     out = simnet("iptables", "generate", "istio", "--config", str(path))
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert f"{path}:2: InboundPortz" in out.stderr
+
+
+def test_compare_needs_two_scenarios_and_reports_bad_ones(tmp_path):
+    out = simnet("compare", "diego-route-integrity")
+    assert out.returncode == 2 and "give at least two scenarios" in out.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\ncells: {count: 1, memory_mb: 64}\napps: [{name: a, memory_mb: 128}]\n")
+    out = simnet("compare", "diego-route-integrity", str(bad), "--reports", str(tmp_path / "r"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr and f"{bad}:" in out.stderr
+    assert not (tmp_path / "r").exists()  # nothing ran: every scenario is checked first

@@ -311,3 +311,25 @@ def test_counter_outcomes_with_unknown_status_render(tmp_path):
     m.outcomes = Counter({200: 9, 418: 1})
     write_report(scenario(), m, tmp_path / "r")
     assert "418" in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_route_integrity_variants_side_by_side(tmp_path):
+    """The bundled stale-route scenario: zero misdelivered with backend TLS, some without,
+    and the comparison report shows both."""
+    from simnet.pipeline import compare
+    from simnet.scenario.load import bundled
+
+    outputs, files = compare([bundled("diego-route-integrity"), bundled("diego-route-integrity-legacy")],
+                             tmp_path)
+    tls, legacy = (o.metrics for o in outputs)
+    assert tls.misdelivered == 0 and tls.endpoints_pruned > 0
+    assert legacy.misdelivered > 0
+    # misdelivery happens only while the routers hold the stale route: move at 6 s, 2 s delay
+    busy = [k * legacy.bin_s for k, n in enumerate(legacy.misdelivered_per_bin) if n]
+    assert busy and 6.0 <= min(busy) and max(busy) < 8.0
+    html = (tmp_path / "diego-route-integrity-vs-diego-route-integrity-legacy" / "compare.html").read_text()
+    assert "diego-route-integrity-legacy" in html and f"{legacy.misdelivered:,}" in html
+    data = json.loads(files[1].read_text())
+    assert [v["requests"]["misdelivered"] for v in data["variants"]] == [0, legacy.misdelivered]
+    assert all(f.exists() for f in files)
+    assert (tmp_path / "diego-route-integrity" / "report.html").exists()

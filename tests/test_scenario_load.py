@@ -22,7 +22,7 @@ from simnet.scenario.schema import Scenario
 FILE = "bad.yaml"
 
 BUNDLED_NAMES = {
-    "diego-route-integrity",
+    "diego-route-integrity", "diego-route-integrity-legacy",
     "sidecar-patches",
     "cf-for-k8s",
     "bosh-istio",
@@ -47,7 +47,7 @@ def loads(text: str) -> Scenario:
 # --- bundled scenarios ----------------------------------------------------------------------
 
 
-def test_the_five_bundled_scenarios_are_there():
+def test_the_bundled_scenarios_are_there():
     assert {p.stem for p in BUNDLED.glob("*.yaml")} == BUNDLED_NAMES
     assert bundled().name == f"{DEFAULT_SCENARIO}.yaml"
     assert bundled().is_file()

@@ -463,3 +463,65 @@ def png_bytes(fig: Figure) -> bytes:
     buf = io.BytesIO()
     save_png(fig, buf)
     return buf.getvalue()
+
+
+# --- comparing runs ----------------------------------------------------------------------
+
+
+def compare_latency(runs: Sequence[tuple[str, Metrics]]) -> Figure:
+    """Latency CDFs of several runs on one log axis."""
+    with style():
+        fig = _figure()
+        ax = fig.add_subplot()
+        ax.set_title("Latency, client to client, per variant")
+        drawn = False
+        for k, (label, m) in enumerate(runs):
+            lat = np.sort(np.frombuffer(m.latencies_ms, dtype=float)) if len(m.latencies_ms) \
+                else np.zeros(0)
+            if not len(lat):
+                continue
+            lat = np.maximum(lat, 1e-3)
+            n = len(lat)
+            idx = np.unique(np.linspace(0, n - 1, min(n, CDF_POINTS)).astype(int))
+            ax.step(lat[idx], (idx + 1) / n, where="post", color=PALETTE[k % len(PALETTE)],
+                    linewidth=1.5, label=f"{label}: p99 {fmt_ms(nearest_rank(lat, 99))}")
+            drawn = True
+        if not drawn:
+            _empty(ax, "no completed requests")
+            return fig
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(_ms))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("latency (ms, log scale)")
+        ax.set_ylim(0, 1.02)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:.0%}"))
+        ax.set_ylabel("requests answered within x")
+        ax.legend(loc="lower right")
+        return fig
+
+
+def compare_errors(runs: Sequence[tuple[str, Metrics]]) -> Figure:
+    """Per variant over time: non-200 responses (top) and requests answered by the wrong app
+    (bottom; they are 200s, so the top panel cannot show them)."""
+    with style():
+        fig = _figure(HEIGHT_IN + 1.2)
+        top, bottom = fig.subplots(2, 1, sharex=True)
+        top.set_title("Error responses and misdelivered requests per second, per variant")
+        peaks = [0.0, 0.0]
+        for k, (label, m) in enumerate(runs):
+            edges = bin_edges(m)
+            width = np.diff(edges)
+            colour = PALETTE[k % len(PALETTE)]
+            dash = (0, (4, 2)) if k % 2 else "solid"  # equal series stay visible
+            for ax, series, i, what in ((top, m.errors_per_bin, 0, "errors"),
+                                        (bottom, m.misdelivered_per_bin, 1, "misdelivered")):
+                rate = _series(series, m.bins) / width
+                peaks[i] = max(peaks[i], float(rate.max()) if len(rate) else 0.0)
+                ax.stairs(rate, edges, baseline=None, color=colour, linewidth=1.4, linestyle=dash,
+                          label=f"{label}: {int(sum(series)):,} {what}")
+        for ax, peak, unit in ((top, peaks[0], "errors/s"), (bottom, peaks[1], "misdelivered/s")):
+            ax.set_ylim(0, max(1.0, peak) * 1.2)
+            ax.set_ylabel(unit)
+            ax.legend(loc="upper right")
+        bottom.set_xlabel("time (s)")
+        return fig

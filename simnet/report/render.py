@@ -19,7 +19,8 @@ import math
 import os
 import secrets
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -309,14 +310,7 @@ def write_report(scenario: Scenario, metrics: Metrics, outdir: Path, *,
     is written does it replace ``outdir`` (the old one is removed afterwards). An exception
     on the way leaves an existing ``outdir`` untouched and no temporary directory behind.
     """
-    outdir = Path(outdir)
-    if outdir.exists() and not outdir.is_dir():
-        raise NotADirectoryError(f"{outdir} exists and is not a directory")
-    outdir.parent.mkdir(parents=True, exist_ok=True)
-    tag = f"{os.getpid()}-{secrets.token_hex(4)}"
-    staging = outdir.with_name(f".{outdir.name}.new-{tag}")
-    staging.mkdir()  # honours the umask, unlike mkdtemp's 0700
-    try:
+    with staged(outdir) as staging:
         numbers = metrics.summary()  # sorts every latency: once is enough
         pngs: dict[str, bytes] = {}
         for file, fn, _heading, _caption in FIGURE_FILES:
@@ -327,11 +321,26 @@ def write_report(scenario: Scenario, metrics: Metrics, outdir: Path, *,
             summary_json(scenario, metrics, facts, numbers=numbers), encoding="utf-8")
         (staging / "report.html").write_text(
             render_html(scenario, metrics, pngs, facts, numbers=numbers), encoding="utf-8")
+    return [Path(outdir) / f for f in REPORT_FILES]
+
+
+@contextmanager
+def staged(outdir: Path) -> Iterator[Path]:
+    """A fresh directory beside ``outdir`` to write into; on success it replaces ``outdir``,
+    on any exception it is removed and ``outdir`` is left as it was."""
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise NotADirectoryError(f"{outdir} exists and is not a directory")
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+    staging = outdir.with_name(f".{outdir.name}.new-{tag}")
+    staging.mkdir()  # honours the umask, unlike mkdtemp's 0700
+    try:
+        yield staging
         _swap(staging, outdir, tag)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return [outdir / f for f in REPORT_FILES]
 
 
 def _swap(staging: Path, outdir: Path, tag: str) -> None:

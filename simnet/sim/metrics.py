@@ -45,6 +45,7 @@ class Metrics:
     latencies_ms: array = field(default_factory=lambda: array("d"))
     requests_per_bin: list[int] = field(default_factory=list)
     errors_per_bin: list[int] = field(default_factory=list)
+    misdelivered_per_bin: list[int] = field(default_factory=list)
     connections_opened: int = 0
     tls_handshakes: int = 0
     retries: int = 0
@@ -56,6 +57,7 @@ class Metrics:
         n = self.bins
         self.requests_per_bin = [0] * n
         self.errors_per_bin = [0] * n
+        self.misdelivered_per_bin = [0] * n
 
     @property
     def bins(self) -> int:

@@ -117,6 +117,7 @@ class Router:
                 yield env.timeout(out)
             if not ep.tls and sc.app != ep.app:
                 metrics.misdelivered += 1  # plain HTTP: the wrong app answers (seed 000)
+                metrics.misdelivered_per_bin[metrics.bin_of(env.now)] += 1
             inner = self.s2a()
             if self.least_conn:
                 self.busy[addr] = self.busy.get(addr, 0) + 1
