@@ -222,3 +222,43 @@ def test_istio_gateway_reaches_envoy_only_on_ports_the_capture_rules_take():
     assert not any(listener.tls for g in d.running for _, listener in d.listeners[g])
     m = run(ISTIO % (15021, 15021))
     assert m.completed > 0 and m.outcomes[200] == 0
+
+
+EXPIRY = """
+name: expiry
+duration_s: 5
+time_bin_s: 0.25
+cells: {count: 1, memory_mb: 1024}
+apps: [{name: web, instances: 1, memory_mb: 256}]
+routes: [{host: web.example.com, app: web}]
+routers: {count: 1, max_attempts: 2, keep_alive_to_backends: %s, route_propagation_delay_s: 0.5}
+clients: [{host: web.example.com, rate_per_s: 200}]
+faults: [{kind: expire_certificate, at_s: 1, app: web, instance: 0%s}]
+"""
+
+
+def _error_window(m) -> tuple[float, float]:
+    bins = [k for k, n in enumerate(m.errors_per_bin) if n]
+    return bins[0] * m.bin_s, (bins[-1] + 1) * m.bin_s
+
+
+def test_expired_certificate_fails_new_handshakes_until_rotated():
+    m = run(EXPIRY % ("false", ", rotated_after_s: 1"))
+    # gorouter: ExpiredOrNotYetValidCertFailure -> retried, pruned, default status 502;
+    # with the only endpoint pruned, 503 (no endpoints) until the route is registered again
+    assert m.outcomes[502] >= 1 and m.outcomes[503] > 0 and m.endpoints_pruned >= 1
+    start, end = _error_window(m)
+    assert 1.0 <= start < 1.25 and 2.0 < end <= 2.75  # rotated at 2 s, route back at 2.5 s
+    never = run(EXPIRY % ("false", ""))
+    assert _error_window(never)[1] == never.duration_s  # never rotated: failing to the end
+
+
+def test_expired_certificate_leaves_open_connections_alone():
+    # Keep-alive: the router goes on using connections whose handshake came before the expiry;
+    # only the first new handshake fails (and prunes the endpoint), later than without pooling.
+    m = run(EXPIRY % ("true", ""))
+    start, _ = _error_window(m)
+    assert start > 1.25 and m.outcomes[502] == 1
+    served_after_expiry = sum(m.requests_per_bin[k] - m.errors_per_bin[k]
+                              for k in range(int(1.0 / m.bin_s), int(start / m.bin_s)))
+    assert served_after_expiry > 0

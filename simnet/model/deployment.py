@@ -71,7 +71,7 @@ class Event:
     """A change at a point in simulated time, derived from a fault."""
 
     at_s: float
-    kind: str  # "stop" | "start" | "routes"
+    kind: str  # "stop" | "start" | "routes" | "cert_expired" | "cert_rotated"
     guid: str = ""
     routes: tuple[tuple[str, tuple[Endpoint, ...]], ...] = ()
 
@@ -291,6 +291,14 @@ def _fault_events(s: Scenario, instances: list[Instance], cells: _Cells, extra: 
     generation = 0
     for n, f in enumerate(s.faults):
         victim = next(i for i in live if i.app == f.app and i.index == f.instance)
+        if f.kind == "expire_certificate":
+            events.append(Event(f.at_s, "cert_expired", victim.guid))
+            if f.rotated_after_s is not None:
+                fresh = f.at_s + f.rotated_after_s
+                events.append(Event(fresh, "cert_rotated", victim.guid))
+                # the next route registration puts the endpoint routers pruned back
+                events.append(Event(fresh + delay, "routes", routes=_hosts_of(s, live, victim.app)))
+            continue
         if f.kind == "kill":
             events.append(Event(f.at_s, "stop", victim.guid))
             without = [i for i in live if i is not victim]
@@ -355,6 +363,13 @@ def _reuse_host_ports(victim: Instance, newcomer: Instance) -> dict[int, int]:
         for old_port, new_port in zip(old_role, new_role):
             ports[new_port] = victim.host_ports[old_port]
     return ports
+
+
+def _hosts_of(s: Scenario, live: list[Instance], app: str
+              ) -> tuple[tuple[str, tuple[Endpoint, ...]], ...]:
+    """The full route table entries of every host routed to ``app`` (a re-registration)."""
+    table = _route_table(s, live)
+    return tuple((h, table.get(h, ())) for h in sorted({r.host for r in s.routes if r.app == app}))
 
 
 def _changed(s: Scenario, before: list[Instance], after: list[Instance]

@@ -20,16 +20,29 @@ SIDECAR_CIPHERS = ("ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-RSA-AES128-GCM-SHA256")
 class Verdict(Enum):
     """Outcome of a backend connection attempt, with the router status it leads to."""
 
-    OK = 200
-    SAN_MISMATCH = 503
-    UNKNOWN_AUTHORITY = 526
-    HANDSHAKE_FAILURE = 525
-    CLIENT_CERT_REJECTED = 496
-    DIAL_FAILED = 502
+    OK = "ok"
+    SAN_MISMATCH = "san_mismatch"
+    UNKNOWN_AUTHORITY = "unknown_authority"
+    HANDSHAKE_FAILURE = "handshake_failure"
+    CLIENT_CERT_REJECTED = "client_cert_rejected"
+    CERT_EXPIRED = "cert_expired"
+    DIAL_FAILED = "dial_failed"
 
     @property
     def status(self) -> int:
-        return self.value
+        return STATUS[self]
+
+
+# gorouter's status per backend error (proxy/round_tripper/error_handler.go DefaultErrorSpecs):
+# HostnameMismatch 503, UntrustedCert 526, AttemptedTLSWithNonTLSBackend 525,
+# RemoteFailedCertCheck 496; an expired or not-yet-valid certificate
+# (fails.ExpiredOrNotYetValidCertFailure) has no spec of its own and gets the default 502.
+# All of them are retriable and prunable (proxy/fails/classifier_group.go).
+STATUS = {
+    Verdict.OK: 200, Verdict.SAN_MISMATCH: 503, Verdict.UNKNOWN_AUTHORITY: 526,
+    Verdict.HANDSHAKE_FAILURE: 525, Verdict.CLIENT_CERT_REJECTED: 496, Verdict.CERT_EXPIRED: 502,
+    Verdict.DIAL_FAILED: 502,
+}
 
 
 def backend_handshake(router: BackendTLS, proxy: Proxy, instance_ca: str) -> Verdict:

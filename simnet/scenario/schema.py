@@ -251,7 +251,25 @@ class MoveFault(Strict):
     reused_by: str = Field(description="App whose new instance takes over the old address.")
 
 
-Fault = Annotated[Union[KillFault, MoveFault], Field(discriminator="kind")]
+class CertificateFault(Strict):
+    """An instance's identity certificate expires at ``at_s``: its rotation did not happen.
+
+    The executor replaces the credential at its rotation point (validity minus 30 min); when
+    that fails, new TLS handshakes from routers meet an expired certificate (gorouter:
+    ExpiredOrNotYetValidCertFailure, retried on another endpoint and pruned, status 502), while
+    connections already open stay up: the certificate is only checked in the handshake.
+    ``rotated_after_s`` later a fresh certificate is in place (Envoy reloads it) and the route
+    registration brings the endpoint back.
+    """
+
+    kind: Literal["expire_certificate"]
+    at_s: float = Field(ge=0)
+    app: str
+    instance: int = Field(default=0, ge=0)
+    rotated_after_s: float | None = Field(default=None, ge=0)
+
+
+Fault = Annotated[Union[KillFault, MoveFault, CertificateFault], Field(discriminator="kind")]
 
 
 class Scenario(Strict):

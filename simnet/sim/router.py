@@ -151,12 +151,19 @@ class Router:
         if ep.tls:
             metrics.tls_handshakes += 1
             yield env.timeout(self.tls())
+            # In the order the handshake meets them: cipher negotiation, then Go's
+            # Certificate.Verify on the backend's chain (validity, then the hostname, then the
+            # chain to a trusted CA), then the backend's check of our client certificate.
             if not listener.tls:
                 verdict = Verdict.HANDSHAKE_FAILURE  # TLS spoken to a plain port
-            elif self.verdict is not Verdict.OK:
-                verdict = self.verdict
+            elif self.verdict is Verdict.HANDSHAKE_FAILURE:
+                verdict = self.verdict  # no cipher suite in common
+            elif listener.guid in self.net.expired:
+                verdict = Verdict.CERT_EXPIRED
             elif listener.guid != ep.guid:
                 verdict = Verdict.SAN_MISMATCH  # route integrity: another instance answered
+            elif self.verdict is not Verdict.OK:
+                verdict = self.verdict  # unknown authority, or our client cert refused
         elif listener.tls:
             verdict = Verdict.DIAL_FAILED  # plain HTTP to a TLS listener: reset
         if verdict is not Verdict.OK:

@@ -44,6 +44,7 @@ class Network:
                 s.proxy.memory.per_connection_kb if s.proxy.enabled else 0.0,
                 inst.base_used_mb, metrics.bins, metrics.bin_s, service[inst.app])
         self.listeners: dict[Address, tuple[Sidecar, Listener]] = {}
+        self.expired: set[str] = set()  # instances whose identity certificate has expired
         for guid in deployment.running:
             self.start(guid)
 
@@ -76,6 +77,10 @@ def _faults(env: simpy.Environment, net: Network, routers: list[Router]):
             yield env.timeout(event.at_s - env.now)
         if event.kind == "stop":
             net.stop(event.guid)
+        elif event.kind == "cert_expired":
+            net.expired.add(event.guid)
+        elif event.kind == "cert_rotated":
+            net.expired.discard(event.guid)
         elif event.kind == "start":
             net.start(event.guid)
         else:
