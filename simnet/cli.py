@@ -222,6 +222,112 @@ def ports(
                   soft_wrap=True)
 
 
+tls_app = typer.Typer(no_args_is_help=True,
+                      help="Router-to-sidecar TLS: predict a handshake, or run it for real.")
+app.add_typer(tls_app, name="tls")
+
+
+def _csv(value: str) -> list[str]:
+    return [p.strip() for p in value.split(",")] if value else []
+
+
+@tls_app.command("check")
+def tls_check(
+    server_cert: Annotated[Path, typer.Option(help="The sidecar's certificate chain (PEM, leaf first).")],
+    server_key: Annotated[Path, typer.Option(help="The sidecar's private key (PEM).")],
+    ca: Annotated[Path, typer.Option(help="CA bundle the router trusts (PEM).")],
+    expect_san: Annotated[Optional[str], typer.Option(help=
+        "Name the router expects in the sidecar's certificate (gorouter: the instance guid).")] = None,
+    client_cert: Annotated[Optional[Path], typer.Option(help="The router's client certificate chain (PEM).")] = None,
+    client_key: Annotated[Optional[Path], typer.Option(help="The router's client key (PEM).")] = None,
+    require_client_cert: Annotated[bool, typer.Option(help=
+        "The sidecar requires a client certificate (containers.proxy.require_and_verify_client_certificates).")] = False,
+    client_ca: Annotated[Optional[Path], typer.Option(help=
+        "CAs the sidecar trusts for client certificates (containers.proxy.trusted_ca_certificates).")] = None,
+    verify_client_san: Annotated[list[str], typer.Option(help=
+        "A SAN the client certificate must carry (containers.proxy.verify_subject_alt_name; repeatable).")] = [],  # noqa: B006
+    alpn: Annotated[str, typer.Option(help="Protocols the router offers, e.g. h2,http/1.1.")] = "",
+    http2: Annotated[bool, typer.Option("--http2/--no-http2", help=
+        "The sidecar offers h2 and http/1.1 (containers.proxy.enable_http2).")] = True,
+    max_tls_version: Annotated[str, typer.Option(help="Highest version the router offers: TLSv1.2 or TLSv1.3.")] = "TLSv1.3",
+    router: Annotated[str, typer.Option(help=
+        "Whose verification the model applies to the sidecar's certificate: gorouter (Go) or openssl.")] = "gorouter",
+    server: Annotated[str, typer.Option(help="The sidecar's TLS stack: envoy (BoringSSL) or openssl.")] = "envoy",
+    at: Annotated[Optional[str], typer.Option(help="When the handshake happens (ISO 8601; default now).")] = None,
+    real: Annotated[bool, typer.Option("--real", help=
+        "Also run the handshake for real on 127.0.0.1 (OpenSSL as the router, a real Envoy or OpenSSL "
+        "server) and compare it with the model; exit 1 if they disagree.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Predict a router-to-sidecar TLS handshake: its outcome, the alert, ALPN and gorouter's status."""
+    from datetime import datetime, timezone
+
+    from simnet.tls_check import load_case, predict, run
+
+    try:
+        problems = []
+        if max_tls_version not in ("TLSv1.2", "TLSv1.3"):
+            problems.append(Problem("<command line>", None, "--max-tls-version", "must be TLSv1.2 or TLSv1.3"))
+        if router not in ("gorouter", "openssl"):
+            problems.append(Problem("<command line>", None, "--router", "must be gorouter or openssl"))
+        if server not in ("envoy", "openssl"):
+            problems.append(Problem("<command line>", None, "--server", "must be envoy or openssl"))
+        when = datetime.now(timezone.utc)
+        if at is not None:
+            try:
+                when = datetime.fromisoformat(at)
+                when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+            except ValueError:
+                problems.append(Problem("<command line>", None, "--at", f"{at!r} is not an ISO 8601 time"))
+        if problems:
+            raise SimnetError(problems)
+        case = load_case(server_cert=server_cert, server_key=server_key, ca=ca, expect_san=expect_san,
+                         client_cert=client_cert, client_key=client_key,
+                         require_client_cert=require_client_cert, client_ca=client_ca,
+                         verify_client_san=verify_client_san, alpn=_csv(alpn), http2=http2,
+                         max_tls_version=max_tls_version, router=router, server=server)
+        if real:
+            from simnet.real.envoy import EnvoyError
+
+            try:
+                report, agrees = run(case, when)
+            except EnvoyError as e:
+                raise SimnetError(Problem(str(server_cert), None, "--server-cert",
+                                          f"the real Envoy refused this configuration: {e}")) from None
+        else:
+            report, agrees = predict(case, when), True
+    except SimnetError as e:
+        _fail(e)
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        _tls_table(report)
+    if not agrees:
+        raise typer.Exit(1)
+
+
+def _tls_table(report: dict) -> None:
+    t = Table(title="TLS handshake" + (" (real)" if "model" in report else " (model)"))
+    t.add_column("")
+    t.add_column("real" if "model" in report else "model")
+    if "model" in report:
+        t.add_column("model")
+    keys = ("handshake", "reason", "rejected_by", "alert", "verify_error", "tls_version", "alpn",
+            "router_status", "router_retries")
+
+    def cell(r: dict, k: str) -> str:
+        v = r.get(k)
+        if isinstance(v, dict):
+            return f"{v['code']} {v['message'] or ''}".strip()
+        return "-" if v is None else str(v)
+
+    for k in keys:
+        t.add_row(k, cell(report, k), *((cell(report["model"], k),) if "model" in report else ()))
+    console.print(t)
+    if "model" in report:
+        console.print("model and real agree" if report["agrees"] else "[bold red]model and real DISAGREE[/]")
+
+
 iptables_app = typer.Typer(no_args_is_help=True,
                            help="Capture rules: generate them as the real tools do, trace connections through them.")
 app.add_typer(iptables_app, name="iptables")
@@ -337,6 +443,112 @@ def iptables_trace(
                   f" ({'this host' if j['local'] else 'elsewhere'})" if j["destination"] else ""))
     for step in j["path"]:
         console.print(f"  {step}", markup=False)
+
+
+# --- simnet reach: who can open a connection to what (begin) --------------------------------
+
+
+def _reach_to(value: str, deployment) -> tuple[str, int | None]:
+    """``--to APP[/PORT]`` checked against the derived deployment: the app must exist and run,
+    the port must be one of its sockets (app, sidecar, Envoy listener or admin port)."""
+    from simnet.model.reachability import reachability, representatives
+
+    def bad(message: str) -> SimnetError:
+        return SimnetError(Problem("<command line>", None, "--to", message))
+
+    name, slash, port_text = value.partition("/")
+    apps = [a.name for a in deployment.scenario.apps]
+    if name not in apps:
+        raise bad(f"no app {name!r} in {deployment.scenario.name} (its apps: {', '.join(apps)})")
+    if not slash:
+        return name, None
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise bad(f"{port_text!r} is not a port number 1-65535 (write APP/PORT, e.g. {name}/8080)")
+    guids = [g for g in representatives(deployment) if deployment.instance(g).app == name]
+    if not guids:
+        raise bad(f"app {name!r} has no running instance")
+    known = reachability(deployment, app=name, guids=guids).ports
+    if not any(p.target.port == int(port_text) for p in known):
+        listing = ", ".join(f"{p.target.port} ({p.target.label})" for p in known)
+        raise bad(f"app {name!r} has no port {port_text} (its ports: {listing})")
+    return name, int(port_text)
+
+
+def _reach_matrix_tables(matrix) -> list[Table]:
+    """One table per app: its sockets down, the sources across, the easiest way in."""
+    from simnet.model.reachability import SOURCES
+
+    tables: dict[str, Table] = {}
+    for r in matrix.rows:
+        t = tables.get(r.app)
+        if t is None:
+            t = tables[r.app] = Table(title=f"{r.app} (instance 0): who can open a connection, "
+                                            "with what")
+            t.add_column("port", justify="right")
+            t.add_column("socket", overflow="fold")
+            for s in SOURCES:
+                t.add_column(s, overflow="fold")
+        socket = r.label[: -len(str(r.port))].strip() if r.label.endswith(str(r.port)) else r.label
+        t.add_row(str(r.port), socket, *(c.text() for c in r.cells))
+    return list(tables.values())
+
+
+def _reach_detail(pr) -> None:
+    """Every path into one socket: the source, the hops by name, what the connection needs."""
+    t = pr.target
+    console.print(f"[bold]{t.app}/{t.index} {t.label}[/bold] (listens on "
+                  f"{t.address[0]}:{t.address[1]})")
+    for a in sorted(pr.access, key=lambda a: bool(a.needs.grants)):
+        console.print(f"  {a.source:<8} {a.name}", markup=False, soft_wrap=True)
+        line = f"dial {a.address[0]}:{a.address[1]}; " if a.address else ""
+        line += a.needs.text()
+        if a.met_by_router is not None and a.needs.client_cert:
+            line += f"; the router's certificate {'passes' if a.met_by_router else 'does not pass'}"
+        console.print(f"           {line}", markup=False, soft_wrap=True)
+
+
+@app.command()
+def reach(
+    scenario: Annotated[Path, typer.Argument(help="Scenario file, or the name of a bundled scenario.")],
+    to: Annotated[Optional[str], typer.Option("--to", metavar="APP[/PORT]", help=
+        "Only this app (every port of it), or one port: an app, sidecar, Envoy listener or "
+        "admin port.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=
+        "Machine-readable: every path of every running instance.")] = False,
+) -> None:
+    """Who can open a connection to an app's ports (external client, router, another
+    container, the container itself), and what each connection needs (TLS, client cert, SAN)."""
+    from simnet.model.reachability import reach_matrix, reachability, representatives
+    from simnet.pipeline import load_and_derive
+
+    try:
+        _, deployment = load_and_derive(_scenario_path(scenario))
+        name, port = _reach_to(to, deployment) if to is not None else (None, None)
+    except SimnetError as e:
+        _fail(e)
+    if as_json:
+        answer = reachability(deployment, app=name, port=port)
+        sys.stdout.write(json.dumps(answer.to_json(), indent=2) + "\n")
+        return
+    if name is None:
+        matrix = reach_matrix(deployment)
+        for table in _reach_matrix_tables(matrix):
+            console.print(table)
+        limits = matrix.limits
+    else:
+        answer = reachability(deployment, app=name, port=port, guids=representatives(deployment))
+        for pr in answer.ports:
+            _reach_detail(pr)
+        limits = answer.limits
+        running = sum(1 for g in deployment.running if deployment.instance(g).app == name)
+        if running > 1:
+            console.print(f"{name}'s {running} instances are configured alike; instance 0 is "
+                          "shown, --json lists every instance.", markup=False)
+    for line in limits:
+        console.print(f"note: {line}", markup=False)
+
+
+# --- simnet reach (end) -----------------------------------------------------------------------
 
 
 def _family(address: str) -> int:

@@ -73,10 +73,14 @@ def simulate_and_report(scenario: Scenario, deployment: Deployment, reports_dir:
     wall = time.perf_counter() - t0
     from simnet.report.render import write_report  # matplotlib is slow to import: only now
     from simnet import __version__
+    from simnet.model.reachability import reach_matrix  # networkx, only when reporting
 
+    reach = reach_matrix(deployment)
     facts = {"simnet_version": __version__, **deployment_facts(deployment),
+             "reachability": {"limits": list(reach.limits), "ports": reach.facts()},
              "wall_s": round(wall, 3)}  # wall time: shown in the HTML, kept out of summary.json
-    files = write_report(scenario, metrics, reports_dir / scenario.name, facts=facts)
+    files = write_report(scenario, metrics, reports_dir / scenario.name, facts=facts,
+                         reach=reach)
     return RunOutput(scenario, deployment, metrics, wall, files)
 
 

@@ -13,17 +13,25 @@ settings.register_profile("dev", max_examples=25, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
-def pytest_terminal_summary(terminalreporter):
-    """How many rulesets and connections the kernel differential compared, when it ran."""
+def _loaded(name: str):
+    """A test module by its last name, if this run imported it."""
     import sys
 
-    module = next((m for name, m in list(sys.modules.items())
-                   if name.rpartition(".")[2] == "test_kernel_differential"), None)
-    if module is not None and module.KERNEL_CASES["rulesets"]:
-        n = module.KERNEL_CASES
+    return next((m for key, m in list(sys.modules.items()) if key.rpartition(".")[2] == name), None)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many cases the differential tests compared with real components, when they ran."""
+    kernel = _loaded("test_kernel_differential")
+    if kernel is not None and kernel.KERNEL_CASES["rulesets"]:
+        n = kernel.KERNEL_CASES
         terminalreporter.write_line(
             f"kernel differential: {n['connections']} connections through {n['rulesets']} rulesets "
             "compared with the real kernel")
+    tls = _loaded("tls_strategies")
+    if tls is not None and tls.HANDSHAKES:
+        pairs = ", ".join(f"{n} {pair}" for pair, n in sorted(tls.HANDSHAKES.items()))
+        terminalreporter.write_line(f"TLS differential: handshakes compared with real components: {pairs}")
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from simnet.model.envoy import (
     CIPHER_SUITES,
     UNLIMITED,
     CertFiles,
+    downstream_tls_context,
     sidecar_bootstrap,
 )
 from simnet.model.ports import proxy_ports
@@ -166,10 +167,27 @@ def test_many_ports_listeners_match_mappings():
     assert len(b["static_resources"]["clusters"]) == 50
 
 
-def test_cipher_constant_matches_tls_model():
-    from simnet.model.tls import SIDECAR_CIPHERS
+@pytest.mark.parametrize("port", [61001, 61443])
+@pytest.mark.parametrize("proxy", [
+    Proxy(), Proxy(enable_http2=False),
+    Proxy(require_and_verify_client_certificates=True, trusted_ca_certificates=["r"]),
+    Proxy(require_and_verify_client_certificates=True, trusted_ca_certificates=["r"],
+          verify_subject_alt_name=["gorouter", "other"]),
+])
+def test_handshake_model_listener_is_the_bootstrap_listener(proxy, port):
+    """``tls.sidecar_listener`` (what the handshake model runs) and ``downstream_tls_context``
+    (what Envoy gets) describe the same listener: ciphers, ALPN, client certificates, SANs."""
+    from simnet.model.tls import sidecar_listener
 
-    assert CIPHER_SUITES == SIDECAR_CIPHERS
+    files = CertFiles("/certs/id.crt", "/certs/id.key", "/certs/ca.crt")
+    ctx = downstream_tls_context(port, proxy=proxy, cert_files=files)
+    common = ctx["common_tls_context"]
+    server = sidecar_listener(proxy, port, (object(),))
+    assert list(server.ciphers) == common["tls_params"]["cipher_suites"]
+    assert server.alpn == tuple(p for e in common.get("alpn_protocols", []) for p in e.split(","))
+    assert server.require_client_cert == ctx.get("require_client_certificate", False)
+    matchers = common.get("validation_context", {}).get("match_typed_subject_alt_names", [])
+    assert set(server.verify_client_san) == {m["matcher"]["exact"] for m in matchers}
 
 
 # --- pki ---------------------------------------------------------------------------------

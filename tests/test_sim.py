@@ -113,16 +113,34 @@ faults:
 
 
 def test_tls_policy_statuses():
+    """gorouter's statuses for the sidecar's TLS policy, per negotiated version (the verdicts
+    come from the handshake model, checked against OpenSSL and Envoy elsewhere)."""
     def with_routers(routers, proxy=""):
         return run(BASE + f"routers: {routers}\n" + proxy)
 
+    def fails_with(status, m):  # then 503 once every endpoint is pruned (no registration comes)
+        return m.outcomes[status] > 0 and set(m.outcomes) <= {status, 503}
+
     assert with_routers("{backends: {trusted_ca: other-ca}}").outcomes[526] > 0
-    assert with_routers("{backends: {cipher_suites: [AES128-SHA]}}").outcomes[525] > 0
+    # TLS 1.2 suites matter only when the router stops at TLS 1.2 (Go's default is 1.3)
+    assert set(with_routers("{backends: {cipher_suites: [AES128-SHA]}}").outcomes) == {200}
+    tls12 = "max_tls_version: TLSv1.2"
+    assert with_routers(f"{{backends: {{cipher_suites: [AES128-SHA], {tls12}}}}}").outcomes[525] > 0
     mtls = ("proxy: {require_and_verify_client_certificates: true, "
             "trusted_ca_certificates: [router-ca]}\n")
-    assert with_routers("{backends: {}}", mtls).outcomes[496] > 0
+    # no router certificate: Envoy alerts certificate_required (TLS 1.3) -> 496, but
+    # handshake_failure under TLS 1.2 -> 525
+    assert fails_with(496, with_routers("{backends: {}}", mtls))
+    assert fails_with(525, with_routers(f"{{backends: {{{tls12}}}}}", mtls))
+    # a certificate from a CA Envoy does not list is never sent by Go: the same as none
+    assert fails_with(496, with_routers("{backends: {client_cert: {ca: other-ca}}}", mtls))
     ok = with_routers("{backends: {client_cert: {ca: router-ca}}}", mtls)
     assert set(ok.outcomes) == {200}
+    # verify_subject_alt_name mismatch: Envoy alerts certificate_unknown, which no gorouter
+    # classifier matches -> 502 at once, no retry, no prune
+    san = mtls.replace("]}", "], verify_subject_alt_name: [someone-else]}")
+    m = with_routers("{backends: {client_cert: {ca: router-ca}}}", san)
+    assert set(m.outcomes) == {502} and m.retries == 0 and m.endpoints_pruned == 0
 
 
 def test_unknown_host_is_404():
@@ -244,9 +262,10 @@ def _error_window(m) -> tuple[float, float]:
 
 def test_expired_certificate_fails_new_handshakes_until_rotated():
     m = run(EXPIRY % ("false", ", rotated_after_s: 1"))
-    # gorouter: ExpiredOrNotYetValidCertFailure -> retried, pruned, default status 502;
-    # with the only endpoint pruned, 503 (no endpoints) until the route is registered again
-    assert m.outcomes[502] >= 1 and m.outcomes[503] > 0 and m.endpoints_pruned >= 1
+    # gorouter: the expired certificate fails Go's verification (a CertificateVerificationError,
+    # so UntrustedCert -> 526), retried and pruned; with the only endpoint pruned, 503 (no
+    # endpoints) until the route is registered again
+    assert m.outcomes[526] >= 1 and m.outcomes[503] > 0 and m.endpoints_pruned >= 1
     start, end = _error_window(m)
     assert 1.0 <= start < 1.25 and 2.0 < end <= 2.75  # rotated at 2 s, route back at 2.5 s
     never = run(EXPIRY % ("false", ""))
@@ -258,7 +277,7 @@ def test_expired_certificate_leaves_open_connections_alone():
     # only the first new handshake fails (and prunes the endpoint), later than without pooling.
     m = run(EXPIRY % ("true", ""))
     start, _ = _error_window(m)
-    assert start > 1.25 and m.outcomes[502] == 1
+    assert start > 1.25 and m.outcomes[526] == 1
     served_after_expiry = sum(m.requests_per_bin[k] - m.errors_per_bin[k]
                               for k in range(int(1.0 / m.bin_s), int(start / m.bin_s)))
     assert served_after_expiry > 0

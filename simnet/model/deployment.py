@@ -16,7 +16,7 @@ from simnet.errors import PortRangeExhausted
 from simnet.model.interception import CapturedPath, bosh_client, bosh_vip, istio_inbound
 from simnet.model.memory import additional_allocation_mb
 from simnet.model.ports import ProxyPorts, instance_ports, proxy_ports
-from simnet.model.tls import Verdict, backend_handshake
+from simnet.model.tls import Verdict, backend_verdicts
 from simnet.scenario.schema import App, MoveFault, Scenario
 
 CONTAINER_NET = ipaddress.ip_address("198.18.0.0")  # benchmarking range, never routed
@@ -80,7 +80,9 @@ class Event:
 class Deployment:
     scenario: Scenario
     additional_mb: int
-    backend_verdict: Verdict
+    # gorouter's verdict on a new TLS connection to a sidecar, keyed by (the instance that
+    # answers is the one the route names, its identity certificate has expired)
+    backend_verdicts: dict[tuple[bool, bool], Verdict]
     instances: tuple[Instance, ...]
     routes: dict[str, tuple[Endpoint, ...]]  # route table every router starts with
     running: tuple[str, ...]  # guids running at t=0
@@ -92,6 +94,11 @@ class Deployment:
 
     def instance(self, guid: str) -> Instance:
         return next(i for i in self.instances if i.guid == guid)
+
+    @property
+    def backend_verdict(self) -> Verdict:
+        """The verdict when the route's own instance answers with a valid certificate."""
+        return self.backend_verdicts[True, False]
 
 
 class DeriveError(ValueError):
@@ -235,11 +242,10 @@ def derive(s: Scenario) -> Deployment:
     if problems:
         raise DeriveError(problems)
     instances += started
-    verdict = backend_handshake(s.routers.backends, s.proxy, s.cells.instance_identity_ca)
     return Deployment(
         scenario=s,
         additional_mb=extra,
-        backend_verdict=verdict,
+        backend_verdicts=backend_verdicts(s),
         instances=tuple(instances),
         routes=_route_table(s, initial),
         running=tuple(i.guid for i in initial),

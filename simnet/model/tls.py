@@ -1,65 +1,184 @@
-"""What gorouter sees when it opens TLS to a backend sidecar, and the status it answers.
+"""gorouter's TLS to a backend sidecar: the two sides of the handshake, and what gorouter makes
+of its outcome.
 
-gorouter (routing-release, proxy/fails) classifies backend errors: a SAN that is not the
-instance it meant to reach -> 503 (route integrity; endpoint pruned), a certificate from an
-unknown authority -> 526, a failed handshake -> 525, its client certificate rejected by the
-backend -> 496, anything else -> 502. All of these are retried on another endpoint and the
-failing endpoint is pruned.
+``sidecar_listener`` is the Envoy listener the executor configures (``model.envoy``) and
+``router_client`` is gorouter's backend transport, both as ``handshake`` sides. ``verdict``
+classifies a handshake outcome the way current gorouter does (routing-release
+``proxy/fails`` classifiers, ``proxy/round_tripper/error_handler.go``):
+
+- a host name error -> 503 (HostnameMismatch; the route-integrity check);
+- any other failure of gorouter's own verification -> 526 (UntrustedCert: Go >= 1.20 wraps
+  every verification error in ``tls.CertificateVerificationError``, so an expired certificate
+  or a wrong extended key usage is 526 too, not the 502 of older gorouters);
+- the backend's alert ``bad certificate``, ``unknown certificate authority`` or
+  ``certificate required`` -> 496 (RemoteFailedCertCheck);
+- the alert ``handshake failure``, or TLS spoken to a plain port -> 525;
+- any other alert -> 502, neither retried nor pruned (no classifier matches it);
+- a failed dial -> 502.
+
+All classified failures are retried on another endpoint and prune a TLS endpoint.
+
+``backend_verdicts`` runs the handshake model for a scenario with stand-in certificates issued
+by the CAs the scenario names, so the simulator's verdicts come from the same model the
+conformance tests check against OpenSSL and Envoy.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 
-from simnet.scenario.schema import BackendTLS, Proxy
+from cryptography import x509
 
-# Envoy's downstream cipher suites in the Diego sidecar (executor proxy config).
-SIDECAR_CIPHERS = ("ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-RSA-AES128-GCM-SHA256")
+from simnet.model import pki
+from simnet.model.certpath import PathError, Verifier
+from simnet.model.envoy import ALPN_PROTOCOLS, CIPHER_SUITES
+from simnet.model.handshake import Client, Outcome, Server, handshake
+from simnet.model.ports import C2C_TLS_PORT
+from simnet.scenario.schema import BackendTLS, Proxy, Scenario
+
+GOROUTER_ALPN = ("h2", "http/1.1")  # Go's transport with ForceAttemptHTTP2 (route protocol http2)
 
 
 class Verdict(Enum):
-    """Outcome of a backend connection attempt, with the router status it leads to."""
+    """gorouter's classification of one backend connection attempt."""
 
     OK = "ok"
     SAN_MISMATCH = "san_mismatch"
-    UNKNOWN_AUTHORITY = "unknown_authority"
-    HANDSHAKE_FAILURE = "handshake_failure"
+    UNTRUSTED_CERT = "untrusted_cert"
     CLIENT_CERT_REJECTED = "client_cert_rejected"
-    CERT_EXPIRED = "cert_expired"
+    HANDSHAKE_FAILURE = "handshake_failure"
+    REMOTE_ERROR = "remote_error"
     DIAL_FAILED = "dial_failed"
 
     @property
     def status(self) -> int:
-        return STATUS[self]
+        return _STATUS[self]
+
+    @property
+    def retriable(self) -> bool:
+        """In gorouter's RetriableClassifiers: another endpoint is tried."""
+        return self not in (Verdict.OK, Verdict.REMOTE_ERROR)
+
+    @property
+    def prunable(self) -> bool:
+        """In PrunableClassifiers: a TLS endpoint leaves the pool until re-registered."""
+        return self.retriable
 
 
-# gorouter's status per backend error (proxy/round_tripper/error_handler.go DefaultErrorSpecs):
-# HostnameMismatch 503, UntrustedCert 526, AttemptedTLSWithNonTLSBackend 525,
-# RemoteFailedCertCheck 496; an expired or not-yet-valid certificate
-# (fails.ExpiredOrNotYetValidCertFailure) has no spec of its own and gets the default 502.
-# All of them are retriable and prunable (proxy/fails/classifier_group.go).
-STATUS = {
-    Verdict.OK: 200, Verdict.SAN_MISMATCH: 503, Verdict.UNKNOWN_AUTHORITY: 526,
-    Verdict.HANDSHAKE_FAILURE: 525, Verdict.CLIENT_CERT_REJECTED: 496, Verdict.CERT_EXPIRED: 502,
-    Verdict.DIAL_FAILED: 502,
+_STATUS = {
+    Verdict.OK: 200, Verdict.SAN_MISMATCH: 503, Verdict.UNTRUSTED_CERT: 526,
+    Verdict.CLIENT_CERT_REJECTED: 496, Verdict.HANDSHAKE_FAILURE: 525,
+    Verdict.REMOTE_ERROR: 502, Verdict.DIAL_FAILED: 502,
 }
+_REMOTE_CERT_CHECK = frozenset({"bad_certificate", "unknown_ca", "certificate_required"})
 
 
-def backend_handshake(router: BackendTLS, proxy: Proxy, instance_ca: str) -> Verdict:
-    """Handshake outcome between every router and every sidecar, before the SAN check.
+def verdict(outcome: Outcome) -> Verdict:
+    """What gorouter makes of a handshake outcome."""
+    if outcome.ok:
+        return Verdict.OK
+    return failure_verdict(outcome.rejected_by, outcome.alert, outcome.verify_error)
 
-    Checks run in the order TLS runs them: cipher negotiation in the ClientHello, then the
-    router verifies the server chain, then the sidecar (with mTLS on) verifies the client
-    certificate and its SAN. The per-instance SAN check is done per connection by the caller.
-    """
-    if not set(router.cipher_suites) & set(SIDECAR_CIPHERS):
+
+def failure_verdict(rejected_by: str | None, alert: str | None,
+                    verify_error: PathError | int | None) -> Verdict:
+    """gorouter's classification of a failed handshake from what it can see: its own
+    verification error, or the backend's alert."""
+    if rejected_by == "client":
+        mismatch = verify_error in (PathError.HOSTNAME_MISMATCH, PathError.IP_ADDRESS_MISMATCH)
+        return Verdict.SAN_MISMATCH if mismatch else Verdict.UNTRUSTED_CERT
+    if alert in _REMOTE_CERT_CHECK:
+        return Verdict.CLIENT_CERT_REJECTED
+    if alert == "handshake_failure":
         return Verdict.HANDSHAKE_FAILURE
-    if router.trusted_ca != instance_ca:
-        return Verdict.UNKNOWN_AUTHORITY
-    if proxy.require_and_verify_client_certificates:
-        cert = router.client_cert
-        if cert is None or cert.ca not in proxy.trusted_ca_certificates:
-            return Verdict.CLIENT_CERT_REJECTED
-        if proxy.verify_subject_alt_name and cert.san not in proxy.verify_subject_alt_name:
-            return Verdict.CLIENT_CERT_REJECTED
-    return Verdict.OK
+    return Verdict.REMOTE_ERROR
+
+
+def sidecar_listener(proxy: Proxy, proxy_port: int, chain: tuple[x509.Certificate, ...],
+                     trusted_client_cas: tuple[x509.Certificate, ...] = ()) -> Server:
+    """The TLS side of one Envoy proxy listener, as ``envoy.downstream_tls_context`` configures
+    it: the executor's ciphers, Envoy's default versions (TLS 1.2-1.3), ALPN h2 and http/1.1
+    when enable_http2, mTLS with ``verify_subject_alt_name`` when required; the 61443
+    container-to-container listener has neither ALPN nor client certificates."""
+    c2c = proxy_port == C2C_TLS_PORT
+    mtls = proxy.require_and_verify_client_certificates and not c2c
+    return Server(
+        chain=chain,
+        require_client_cert=mtls,
+        trusted_client_cas=trusted_client_cas if mtls else (),
+        verify_client_san=tuple(proxy.verify_subject_alt_name) if mtls else (),
+        alpn=tuple(p for entry in ALPN_PROTOCOLS for p in entry.split(","))
+        if proxy.enable_http2 and not c2c else (),
+        ciphers=CIPHER_SUITES,
+        verifier=Verifier.BORINGSSL,
+    )
+
+
+def router_client(backends: BackendTLS, trusted: tuple[x509.Certificate, ...], expected_san: str,
+                  chain: tuple[x509.Certificate, ...] = (), *, http2: bool = False) -> Client:
+    """gorouter's backend transport (``TLSConfigWithServerName``): the route's
+    ``server_cert_domain_san`` as server name, its CA pool, ``router.backends`` client
+    certificate, its cipher suites (TLS 1.2 only), Go's verification."""
+    return Client(
+        trusted=trusted,
+        server_name=expected_san,
+        chain=chain,
+        alpn=GOROUTER_ALPN if http2 else (),
+        max_version=backends.max_tls_version,
+        ciphers=tuple(backends.cipher_suites),
+        verifier=Verifier.GO,
+    )
+
+
+# --- the scenario's verdicts ---------------------------------------------------------------
+
+# Stand-in certificates are issued at this instant and the handshake judged an hour later:
+# only the relations between CAs, names and validity matter, never the wall clock.
+EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
+_STAND_IN = ("instance-a", "198.18.0.1")
+_OTHER_INSTANCE = "instance-b"
+
+
+class _Authorities:
+    """One stand-in CA per name a scenario uses, on shared keys."""
+
+    def __init__(self) -> None:
+        self._cas: dict[str, pki.Issuer] = {}
+
+    def __getitem__(self, name: str) -> pki.Issuer:
+        if name not in self._cas:
+            self._cas[name] = pki.make_ca(name, now=EPOCH, key=pki.shared_key(f"ca/{name}"))
+        return self._cas[name]
+
+
+def backend_verdicts(s: Scenario) -> dict[tuple[bool, bool], Verdict]:
+    """gorouter's verdict for a new TLS connection to a sidecar, keyed by (the instance that
+    answers is the one the route names, its identity certificate has expired)."""
+    cas = _Authorities()
+    identity_ca = cas[s.cells.instance_identity_ca]
+    backends = s.routers.backends
+    guid, ip = _STAND_IN
+    chain = {}
+    for expired in (False, True):
+        validity = -timedelta(hours=1) if expired else pki.DEFAULT_IDENTITY_VALIDITY
+        pair = pki.instance_identity(identity_ca, guid, ip, now=EPOCH, validity=validity,
+                                     key=pki.shared_key("identity"))
+        chain[expired] = (pair.cert, *pair.chain)
+    client_chain: tuple[x509.Certificate, ...] = ()
+    if backends.client_cert is not None:
+        pair = pki.client_certificate(cas[backends.client_cert.ca], "gorouter",
+                                      backends.client_cert.san, now=EPOCH,
+                                      key=pki.shared_key("router-client"))
+        client_chain = (pair.cert,)  # issued by a root, which is never sent
+    trusted_clients = tuple(cas[n].cert for n in s.proxy.trusted_ca_certificates)
+    at = EPOCH + timedelta(minutes=30)
+    table = {}
+    for right in (True, False):
+        for expired in (False, True):
+            server = sidecar_listener(s.proxy, 0, chain[expired], trusted_clients)
+            client = router_client(backends, (cas[backends.trusted_ca].cert,),
+                                   guid if right else _OTHER_INSTANCE, client_chain)
+            table[right, expired] = verdict(handshake(client, server, at))
+    return table
+

@@ -2,7 +2,8 @@
 
 ``validate`` is Envoy's own static check (``--mode validate``); ``EnvoyProcess`` starts one
 sidecar, waits for its admin ``/ready`` to answer LIVE and always stops it and removes its
-files on exit, even when the body raised.
+files on exit, even when the body raised. Given a network namespace it runs Envoy inside it,
+as the executor runs the sidecar in the container's network namespace.
 """
 
 from __future__ import annotations
@@ -16,8 +17,13 @@ import signal
 import subprocess
 import tempfile
 import time
+from contextlib import nullcontext
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from simnet.real.netns import Namespace
 
 STOP_GRACE_S = 5.0
 
@@ -78,13 +84,17 @@ class EnvoyProcess:
 
     Started with ``--disable-hot-restart`` (no shared memory, so instances never collide on a
     base id), ``--concurrency 1`` and ``--log-level warn``; its output goes to ``envoy.log``
-    in a private temp dir removed on exit.
+    in a private temp dir removed on exit. With ``namespace`` Envoy runs in that network
+    namespace (``nsenter --net``, which execs Envoy in place: ``pid`` is Envoy's) and the admin
+    API is reached from inside it.
     """
 
-    def __init__(self, bootstrap: dict, *, ready_timeout_s: float = 30.0, log_level: str = "warn"):
+    def __init__(self, bootstrap: dict, *, ready_timeout_s: float = 30.0, log_level: str = "warn",
+                 namespace: Namespace | None = None):
         self.bootstrap = bootstrap
         self.ready_timeout_s = ready_timeout_s
         self.log_level = log_level
+        self.namespace = namespace
         self.admin_host, self.admin_port = _admin_address(bootstrap)
         self._dir: Path | None = None
         self._proc: subprocess.Popen | None = None
@@ -107,10 +117,11 @@ class EnvoyProcess:
         self._dir = Path(tempfile.mkdtemp(prefix="simnet-envoy-"))
         config = self._dir / "envoy.json"
         config.write_text(json.dumps(self.bootstrap))
+        enter = ["nsenter", f"--net={self.namespace.path}", "--"] if self.namespace else []
         with open(self._dir / "envoy.log", "wb") as log:
             self._proc = subprocess.Popen(
                 [
-                    envoy_path(), "-c", str(config),
+                    *enter, envoy_path(), "-c", str(config),
                     "--disable-hot-restart", "--concurrency", "1",
                     "--log-level", self.log_level,
                     "--admin-address-path", str(self._dir / "admin.address"),
@@ -172,9 +183,12 @@ class EnvoyProcess:
             return ""
 
     def admin_get(self, path: str, *, timeout_s: float = 5.0) -> str:
-        """GET an admin endpoint on 127.0.0.1 and return the body; raise on a non-2xx status."""
+        """GET an admin endpoint on 127.0.0.1 (in Envoy's namespace) and return the body; raise
+        on a non-2xx status."""
         conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=timeout_s)
         try:
+            with self.namespace.entered() if self.namespace else nullcontext():
+                conn.connect()  # the socket lives where it was made
             conn.request("GET", path)
             resp = conn.getresponse()
             body = resp.read().decode(errors="replace")

@@ -6,6 +6,8 @@ removed: on ``with`` exit (also when the body raised), at interpreter exit (``at
 up. ``Topology`` is the fixed two-namespace network of one test case: ``pod`` (whose rules are
 under test) and ``peer`` (the rest of the world), joined by two veth pairs. Nothing leaves the
 machine: ``peer`` owns every address (AnyIP), so whatever ``pod`` sends ends there.
+``CellTopology`` is a Diego cell for the reachability check: ``router`` -- ``cell`` (forwarding,
+holding Garden's NetIn rules) -- ``container``.
 
 Setup is tuned for a fresh topology per hypothesis example: one ``ip -batch`` in the root
 namespace creates both namespaces and both veth pairs, sysctls are written from this process
@@ -557,3 +559,98 @@ class Topology:
     def namespace(self, role: str) -> Namespace:
         """``pod`` or ``peer``."""
         return {"pod": self.pod, "peer": self.peer}[role]
+
+
+# ----------------------------------------------------------------------------- a Diego cell
+
+
+BENCHMARK_NET = ipaddress.ip_network("198.18.0.0/15")
+ROUTER_IP = "198.19.255.1"  # the router's address in the test network (the model gives routers none)
+CONTAINER_GATEWAY = "198.18.255.254"  # the cell's end of the container's veth
+
+
+class CellTopology:
+    """A Diego cell in three namespaces: ``router`` -- ``cell`` -- ``container``.
+
+    ========== ===================================  =====================================
+    link       one end                              other end
+    ========== ===================================  =====================================
+    eth0 / r0  router eth0 ``router_ip``/32         cell r0 ``cell_ip``/32
+    w0 / eth0  cell w0 ``gateway_ip``/32            container eth0 ``container_ip``/32
+    ========== ===================================  =====================================
+
+    Each end has a host route to the other. The cell forwards (``ip_forward=1``), as a Diego cell
+    forwards to its containers; the container's default route is the cell. The router has no
+    route to the container network: like gorouter it reaches a container only through the
+    cell's host ports, i.e. the NetIn DNAT rules loaded into ``cell``. Addresses must be in
+    198.18.0.0/15; the cell and container addresses are the derived instance's.
+    """
+
+    def __init__(self, cell_ip: str, container_ip: str, *, router_ip: str = ROUTER_IP,
+                 gateway_ip: str = CONTAINER_GATEWAY):
+        addresses = {"cell_ip": cell_ip, "container_ip": container_ip, "router_ip": router_ip,
+                     "gateway_ip": gateway_ip}
+        for what, address in addresses.items():
+            if ipaddress.ip_address(address) not in BENCHMARK_NET:
+                raise ValueError(f"{what} {address} is not in {BENCHMARK_NET}")
+        if len(set(addresses.values())) != len(addresses):
+            raise ValueError(f"addresses must differ: {addresses}")
+        self.cell_ip, self.container_ip = cell_ip, container_ip
+        self.router_ip, self.gateway_ip = router_ip, gateway_ip
+        self.router = Namespace("router")
+        self.cell = Namespace("cell")
+        self.container = Namespace("container")
+
+    @property
+    def namespaces(self) -> tuple[Namespace, Namespace, Namespace]:
+        return self.router, self.cell, self.container
+
+    def open(self) -> CellTopology:
+        """Create the namespaces, both veth pairs, sysctls, addresses and routes."""
+        veths = [
+            f"link add eth0 netns {self.router.name} type veth peer name r0 netns {self.cell.name}",
+            f"link add w0 netns {self.cell.name} type veth peer name eth0 netns {self.container.name}",
+        ]
+        create_namespaces(self.namespaces, veths)
+        try:
+            self.router.sysctls(_sysctl_defaults(["eth0"], False))
+            self.cell.sysctls(_sysctl_defaults(["r0", "w0"], True))
+            self.container.sysctls(_sysctl_defaults(["eth0"], False))
+            _ip_batches([
+                (self.router.name, 0, [
+                    "link set lo up", "link set eth0 up",
+                    f"addr add {self.router_ip}/32 dev eth0",
+                    f"route add {self.cell_ip}/32 dev eth0"]),
+                (self.cell.name, 0, [
+                    "link set lo up", "link set r0 up", "link set w0 up",
+                    f"addr add {self.cell_ip}/32 dev r0",
+                    f"route add {self.router_ip}/32 dev r0",
+                    f"addr add {self.gateway_ip}/32 dev w0",
+                    f"route add {self.container_ip}/32 dev w0"]),
+                (self.container.name, 0, [
+                    "link set lo up", "link set eth0 up",
+                    f"addr add {self.container_ip}/32 dev eth0",
+                    f"route add {self.gateway_ip}/32 dev eth0",
+                    f"route add default via {self.gateway_ip} dev eth0"]),
+            ])
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Remove the three namespaces (and with them the veths, rules and routes)."""
+        errors = []
+        for ns in self.namespaces:
+            try:
+                ns.close()
+            except Exception as exc:  # noqa: BLE001 - try all, report all
+                errors.append(exc)
+        if errors:
+            raise NetnsError("; ".join(map(str, errors)))
+
+    def __enter__(self) -> CellTopology:
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -442,6 +442,81 @@ def connections(metrics: Metrics, top_n: int = TOP_N) -> Figure:
         return fig
 
 
+# --- reachability ------------------------------------------------------------------------
+
+REACH_ROWS = 40  # sockets drawn; longer matrices are cut (summary.json has every row)
+REACH_COLOURS = {  # what a connection from the source needs at its easiest, one colour each
+    "none": ("#f1f3f5", "no path"),
+    "loopback": ("#a5d8ff", "from inside the container only"),
+    "plain": ("#ff8787", "plain TCP"),
+    "tls": ("#ffd43b", "TLS, no client certificate"),
+    "mtls": ("#69db7c", "mTLS: client certificate"),
+}
+REACH_SOURCE_NAMES = {"external": "external client\n(via a route)", "router": "router\n(directly)",
+                      "peer": "another\ncontainer", "local": "same\ncontainer"}
+
+
+def _reach_category(cell) -> str:
+    if cell.level == "none":
+        return "none"
+    return "loopback" if cell.loopback else cell.level
+
+
+def _reach_text(cell) -> str:
+    short = {"plain": "plain", "tls": "TLS", "mtls": "mTLS"}
+    text = "—" if cell.level == "none" else short[cell.level]
+    if cell.granted:
+        text += f"\n{short[cell.granted]} with {'+'.join(cell.grants)}"
+    return text
+
+
+def reachability(matrix) -> Figure:
+    """Sources x sockets of one instance per app (a ``ReachMatrix``): each cell coloured by
+    what the easiest connection from that source needs; a hatched cell is a path that exists
+    only once the platform grants a network policy or security group."""
+    from matplotlib.patches import Patch, Rectangle
+
+    rows = list(matrix.rows[:REACH_ROWS])
+    sources = list(REACH_SOURCE_NAMES)
+    with style():
+        fig = _figure(max(2.6, 1.9 + 0.3 * len(rows)))
+        ax = fig.add_subplot()
+        ax.set_title(f"Who can open a connection, and with what ({matrix.platform})", pad=32)
+        if not rows:
+            _empty(ax, "no running instances")
+            return fig
+        ax.grid(False)
+        for y, row in enumerate(rows):
+            for x, cell in enumerate(row.cells):
+                colour = REACH_COLOURS[_reach_category(cell)][0]
+                ax.add_patch(Rectangle((x, y), 1, 1, facecolor=colour, edgecolor="white",
+                                       linewidth=1.5, hatch="///" if cell.granted else None))
+                ax.text(x + 0.5, y + 0.5, _reach_text(cell), ha="center", va="center",
+                        fontsize=7 if cell.granted else 8, color="#212529")
+        for y in range(1, len(rows)):
+            if rows[y].app != rows[y - 1].app:
+                ax.axhline(y, color="#495057", linewidth=1.2)
+        ax.set_xlim(0, len(sources))
+        ax.set_ylim(len(rows), 0)
+        ax.set_xticks([x + 0.5 for x in range(len(sources))],
+                      [REACH_SOURCE_NAMES[s] for s in sources])
+        ax.xaxis.tick_top()
+        ax.set_yticks([y + 0.5 for y in range(len(rows))],
+                      [f"{_short(r.app)}: {r.label}" for r in rows])
+        ax.tick_params(length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        handles = [Patch(facecolor=c, edgecolor="#adb5bd", label=label)
+                   for c, label in REACH_COLOURS.values()]
+        handles.append(Patch(facecolor="white", edgecolor="#495057", hatch="///",
+                             label="hatched: more opens with a network policy / security group"))
+        if len(matrix.rows) > len(rows):
+            handles.append(Patch(facecolor="white", edgecolor="white",
+                                 label=f"{len(matrix.rows) - len(rows)} more sockets in summary.json"))
+        fig.legend(handles=handles, loc="outside lower center", ncols=3)
+        return fig
+
+
 FIGURES: dict[str, Callable[[Metrics], Figure]] = {
     "latency_cdf.png": latency_cdf,
     "throughput.png": throughput,

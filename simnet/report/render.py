@@ -69,7 +69,20 @@ FIGURE_FILES: tuple[tuple[str, str, str, str], ...] = (
 """(file, function in :mod:`simnet.report.figures`, heading, caption), in report order.
 Functions are looked up when the report is written, so tests can replace one."""
 
+REACH_FIGURE = (
+    "reachability.png", "reachability", "Who can open a connection, and with what",
+    "One running instance per app (every instance of an app is configured alike): for each "
+    "socket in the container (app ports, sidecar process ports, Envoy's listeners and admin "
+    "API) and each source, what the easiest connection from that source needs. Red: plain "
+    "TCP; yellow: TLS without a client certificate; green: a client certificate from the CAs "
+    "the sidecar trusts; blue: from inside the container only; grey: no path. Hatched: more "
+    "opens (the second line) once the platform grants a container-to-container network policy "
+    "or an application security group, which a scenario cannot. For an external client the "
+    "connection that needs this is the router's. simnet reach lists every path.")
+"""Drawn from the derived deployment (``write_report(..., reach=...)``), after the others."""
+
 REPORT_FILES = ("report.html", "summary.json") + tuple(f[0] for f in FIGURE_FILES)
+"""The files every report has; a report given a reachability matrix adds ``reachability.png``."""
 
 VOLATILE_FACTS = frozenset({
     "wall_s", "wall_time", "wall_time_s", "wall_clock_s", "elapsed_s", "generated_at",
@@ -275,7 +288,7 @@ def context(scenario: Scenario, metrics: Metrics, pngs: Mapping[str, bytes],
         "figures": [
             {"file": file, "heading": heading, "caption": caption,
              "src": "data:image/png;base64," + base64.b64encode(pngs[file]).decode("ascii")}
-            for file, _fn, heading, caption in FIGURE_FILES
+            for file, _fn, heading, caption in (*FIGURE_FILES, REACH_FIGURE) if file in pngs
         ],
         "instances": instances, "instances_cut": instances_cut,
         "facts": _node(stable) if (stable := {k: v for k, v in facts.items()
@@ -303,8 +316,10 @@ def render_html(scenario: Scenario, metrics: Metrics, pngs: Mapping[str, bytes],
 
 
 def write_report(scenario: Scenario, metrics: Metrics, outdir: Path, *,
-                 facts: dict | None = None) -> list[Path]:
+                 facts: dict | None = None, reach: Any = None) -> list[Path]:
     """Write report.html, summary.json and the figures into ``outdir``; return their paths.
+
+    ``reach`` (a ``simnet.model.reachability.ReachMatrix``) adds the reachability figure.
 
     Everything is rendered into a new directory beside ``outdir`` first; only when all of it
     is written does it replace ``outdir`` (the old one is removed afterwards). An exception
@@ -317,11 +332,16 @@ def write_report(scenario: Scenario, metrics: Metrics, outdir: Path, *,
             fig = getattr(figures, fn)(metrics)
             pngs[file] = figures.png_bytes(fig)
             (staging / file).write_bytes(pngs[file])
+        if reach is not None:
+            file, fn = REACH_FIGURE[:2]
+            pngs[file] = figures.png_bytes(getattr(figures, fn)(reach))
+            (staging / file).write_bytes(pngs[file])
         (staging / "summary.json").write_text(
             summary_json(scenario, metrics, facts, numbers=numbers), encoding="utf-8")
         (staging / "report.html").write_text(
             render_html(scenario, metrics, pngs, facts, numbers=numbers), encoding="utf-8")
-    return [Path(outdir) / f for f in REPORT_FILES]
+    extra = (REACH_FIGURE[0],) if reach is not None else ()
+    return [Path(outdir) / f for f in REPORT_FILES + extra]
 
 
 @contextmanager

@@ -185,7 +185,14 @@ class BackendTLS(Strict):
     )
     client_cert: BackendClientCert | None = None
     cipher_suites: list[str] = Field(
-        default_factory=lambda: ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384"]
+        default_factory=lambda: ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384"],
+        description="TLS 1.2 suites the router offers (OpenSSL names); TLS 1.3 ignores them.",
+    )
+    max_tls_version: Literal["TLSv1.2", "TLSv1.3"] = Field(
+        default="TLSv1.3",
+        description="Highest version the router offers backends. gorouter sets none, so Go's "
+        "default (TLS 1.3) applies; TLSv1.2 models an older router, and is what makes "
+        "`cipher_suites` matter.",
     )
 
 
@@ -256,7 +263,7 @@ class CertificateFault(Strict):
 
     The executor replaces the credential at its rotation point (validity minus 30 min); when
     that fails, new TLS handshakes from routers meet an expired certificate (gorouter:
-    ExpiredOrNotYetValidCertFailure, retried on another endpoint and pruned, status 502), while
+    ExpiredOrNotYetValidCertFailure, retried on another endpoint and pruned, status 526), while
     connections already open stay up: the certificate is only checked in the handshake.
     ``rotated_after_s`` later a fresh certificate is in place (Envoy reloads it) and the route
     registration brings the endpoint back.

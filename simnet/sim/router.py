@@ -4,6 +4,9 @@ Reproduces routing-release's proxy behaviour: pick an endpoint for the route (ro
 least-connection), reuse an idle keep-alive connection or dial a new one (TCP, then TLS with a
 check that the certificate's SAN is the instance the route names), and on a dial or TLS error
 prune the endpoint and retry another, up to ``max_attempts``; the last error sets the status.
+The verdict of each new TLS connection is the one derive computed with the handshake model
+(``Deployment.backend_verdicts``); errors gorouter does not classify (an alert such as
+``certificate unknown``) end the request with 502 without a retry.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ NO_ENDPOINT = 503
 
 class Router:
     __slots__ = ("env", "net", "metrics", "table", "rr", "pool", "busy", "max_attempts",
-                 "keep_alive", "max_idle", "least_conn", "verdict", "r2s", "s2a", "connect",
+                 "keep_alive", "max_idle", "least_conn", "verdicts", "r2s", "s2a", "connect",
                  "tls")
 
     def __init__(self, env, net: "Network", routes: dict[str, tuple[Endpoint, ...]], samplers):
@@ -40,7 +43,7 @@ class Router:
         self.keep_alive = s.routers.keep_alive_to_backends
         self.max_idle = s.routers.max_idle_conns_per_backend
         self.least_conn = s.routers.balancing == "least-connection"
-        self.verdict = net.deployment.backend_verdict
+        self.verdicts = net.deployment.backend_verdicts
         self.r2s, self.s2a, self.connect, self.tls = samplers
 
     def update(self, routes: tuple[tuple[str, tuple[Endpoint, ...]], ...]) -> None:
@@ -109,6 +112,8 @@ class Router:
                 verdict, conn = yield from self._dial(ep, out)
                 if verdict is not Verdict.OK:
                     status = verdict.status
+                    if not verdict.retriable:
+                        return status
                     self._prune(host, ep)
                     tried = (tried or []) + [ep]
                     continue
@@ -151,19 +156,10 @@ class Router:
         if ep.tls:
             metrics.tls_handshakes += 1
             yield env.timeout(self.tls())
-            # In the order the handshake meets them: cipher negotiation, then Go's
-            # Certificate.Verify on the backend's chain (validity, then the hostname, then the
-            # chain to a trusted CA), then the backend's check of our client certificate.
-            if not listener.tls:
+            if listener.tls:
+                verdict = self.verdicts[listener.guid == ep.guid, listener.guid in self.net.expired]
+            else:
                 verdict = Verdict.HANDSHAKE_FAILURE  # TLS spoken to a plain port
-            elif self.verdict is Verdict.HANDSHAKE_FAILURE:
-                verdict = self.verdict  # no cipher suite in common
-            elif listener.guid in self.net.expired:
-                verdict = Verdict.CERT_EXPIRED
-            elif listener.guid != ep.guid:
-                verdict = Verdict.SAN_MISMATCH  # route integrity: another instance answered
-            elif self.verdict is not Verdict.OK:
-                verdict = self.verdict  # unknown authority, or our client cert refused
         elif listener.tls:
             verdict = Verdict.DIAL_FAILED  # plain HTTP to a TLS listener: reset
         if verdict is not Verdict.OK:
