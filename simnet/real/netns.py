@@ -385,7 +385,34 @@ def _sysctl_defaults(ifnames: Iterable[str], forwarding: bool,
     return values
 
 
-class Topology:
+class _NamespaceGroup:
+    """Namespaces created together and always removed together (``namespaces``)."""
+
+    namespaces: tuple[Namespace, ...]
+
+    def open(self):  # pragma: no cover - every group defines it
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Remove every namespace (and with them their veths, rules and routes); try all,
+        report all failures."""
+        errors = []
+        for ns in self.namespaces:
+            try:
+                ns.close()
+            except Exception as exc:  # noqa: BLE001 - try all, report all
+                errors.append(exc)
+        if errors:
+            raise NetnsError("; ".join(map(str, errors)))
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Topology(_NamespaceGroup):
     """One test case's network: ``pod`` (rules under test) and ``peer``, joined by two veth pairs.
 
     ====  ================================  ================================
@@ -539,22 +566,9 @@ class Topology:
             raise
         return self
 
-    def close(self) -> None:
-        """Remove both namespaces (and with them the veth pairs, rules and routes)."""
-        errors = []
-        for ns in (self.pod, self.peer):
-            try:
-                ns.close()
-            except Exception as exc:  # noqa: BLE001 - try both, report all
-                errors.append(exc)
-        if errors:
-            raise NetnsError("; ".join(map(str, errors)))
-
-    def __enter__(self) -> Topology:
-        return self.open()
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    @property
+    def namespaces(self) -> tuple[Namespace, Namespace]:
+        return self.pod, self.peer
 
     def namespace(self, role: str) -> Namespace:
         """``pod`` or ``peer``."""
@@ -569,7 +583,7 @@ ROUTER_IP = "198.19.255.1"  # the router's address in the test network (the mode
 CONTAINER_GATEWAY = "198.18.255.254"  # the cell's end of the container's veth
 
 
-class CellTopology:
+class CellTopology(_NamespaceGroup):
     """A Diego cell in three namespaces: ``router`` -- ``cell`` -- ``container``.
 
     ========== ===================================  =====================================
@@ -638,19 +652,3 @@ class CellTopology:
             raise
         return self
 
-    def close(self) -> None:
-        """Remove the three namespaces (and with them the veths, rules and routes)."""
-        errors = []
-        for ns in self.namespaces:
-            try:
-                ns.close()
-            except Exception as exc:  # noqa: BLE001 - try all, report all
-                errors.append(exc)
-        if errors:
-            raise NetnsError("; ".join(map(str, errors)))
-
-    def __enter__(self) -> CellTopology:
-        return self.open()
-
-    def __exit__(self, *exc) -> None:
-        self.close()
