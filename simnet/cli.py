@@ -328,6 +328,161 @@ def _tls_table(report: dict) -> None:
         console.print("model and real agree" if report["agrees"] else "[bold red]model and real DISAGREE[/]")
 
 
+memory_app = typer.Typer(no_args_is_help=True,
+                         help="Envoy sidecar memory: calibrate on the real Envoy, estimate for planning.")
+app.add_typer(memory_app, name="memory")
+MAX_CONNECTIONS = 1_000_000  # per sidecar: beyond any file-descriptor limit a container has
+
+
+def _calibration(path: Optional[Path]):
+    from simnet.model.memory import load_calibration, packaged_calibration
+
+    if path is None:
+        return packaged_calibration()
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SimnetError(Problem(str(path), None, "--calibration", e.strerror or str(e))) from None
+    return load_calibration(text, str(path))
+
+
+def _installed_envoy() -> Optional[str]:
+    try:
+        from simnet.real.envoy import EnvoyError, envoy_version
+
+        return envoy_version()
+    except (EnvoyError, OSError):
+        return None  # no Envoy here (pip install simnet without the real extra): nothing to match
+
+
+@memory_app.command("estimate")
+def memory_estimate(
+    connections: Annotated[int, typer.Option(help="Peak concurrent connections to one sidecar (N).")],
+    listener: Annotated[str, typer.Option(help="Listener kind: tcp, tls, mtls, http1 or http2.")] = "tls",
+    mappings: Annotated[int, typer.Option(help="Port mappings (listeners and clusters) in the sidecar.")] = 1,
+    margin: Annotated[float, typer.Option(help="Safety margin on the prediction for the recommendation.")] = 0.10,
+    calibration: Annotated[Optional[Path], typer.Option(help=
+        "A calibration file from `simnet memory calibrate` (default: the packaged one).")] = None,
+    any_envoy: Annotated[bool, typer.Option("--any-envoy-version", help=
+        "Use a calibration made for another Envoy version than the installed one.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Predicted Envoy memory at N connections and the additional_memory_allocation_mb to set,
+    next to the seed's 10 + 0.03*N rule."""
+    from simnet.model.envoy import LISTENER_KINDS
+    from simnet.model.memory import SEED, recommended_allocation_mb, seed_rule_mb
+
+    try:
+        problems = []
+        if not 0 <= connections <= MAX_CONNECTIONS:
+            problems.append(Problem("<command line>", None, "--connections",
+                                    f"{connections} is not a connection count 0-{MAX_CONNECTIONS:,}"))
+        if listener not in LISTENER_KINDS:
+            problems.append(Problem("<command line>", None, "--listener",
+                                    f"{listener!r} is not one of {', '.join(LISTENER_KINDS)}"))
+        if not 1 <= mappings <= 3000:
+            problems.append(Problem("<command line>", None, "--mappings", "must be 1-3000"))
+        if not 0 <= margin <= 10:
+            problems.append(Problem("<command line>", None, "--margin", "must be 0-10 (a fraction)"))
+        if problems:
+            raise SimnetError(problems)
+        cal = _calibration(calibration)
+        if listener not in cal.kinds:
+            raise SimnetError(Problem(str(calibration or "packaged calibration"), None, "kinds",
+                                      f"has no {listener!r} listener kind"))
+        installed = _installed_envoy()
+        if installed and installed != cal.envoy_version and not any_envoy:
+            raise SimnetError(Problem(str(calibration or "packaged calibration"), None, "envoy_version",
+                                      f"calibrated for Envoy {cal.envoy_version}, but Envoy {installed} "
+                                      "is installed: run `simnet memory calibrate` (or pass "
+                                      "--any-envoy-version)"))
+    except SimnetError as e:
+        _fail(e)
+    fp = cal.footprint(listener, mappings)
+    measured = max(n for n, _ in cal.kinds[listener].points) if cal.kinds[listener].points else 0
+    result = {
+        "envoy_version": cal.envoy_version, "calibrated_on": cal.measured_on,
+        "listener": listener, "connections": connections, "mappings": mappings,
+        "predicted_envoy_mb": round(fp.memory_mb(connections), 3),
+        "base_mb": round(fp.base_mb, 3), "per_connection_kb": fp.per_connection_kb,
+        "measured_kept_after_close": {"fraction": cal.kinds[listener].retained_fraction,
+                                      "after_connections": measured},
+        "recommended_additional_memory_allocation_mb": recommended_allocation_mb(fp, connections, margin),
+        "margin": margin,
+        "seed_rule_mb": seed_rule_mb(connections),
+        "seed_model_envoy_mb": round(SEED.memory_mb(connections), 3),
+        "extrapolated": connections > measured,
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    t = Table(title=f"Envoy {cal.envoy_version} sidecar, {listener} listener, {connections:,} connections")
+    t.add_column("")
+    t.add_column("MB", justify="right")
+    t.add_row("predicted Envoy memory (private, high-water)", f"{result['predicted_envoy_mb']:.1f}")
+    t.add_row(f"recommended additional_memory_allocation_mb (+{margin:.0%})",
+              str(result["recommended_additional_memory_allocation_mb"]))
+    t.add_row("seed rule 10 + 0.03*N", str(result["seed_rule_mb"]))
+    console.print(t)
+    console.print(f"measured: after {measured:,} connections closed, Envoy kept "
+                  f"{cal.kinds[listener].retained_fraction:.0%} of what they took (the model keeps all)")
+    if result["extrapolated"]:
+        console.print(f"note: beyond the calibrated range (up to {measured:,} connections)")
+
+
+@memory_app.command("calibrate")
+def memory_calibrate(
+    kinds: Annotated[str, typer.Option(help="Listener kinds to measure.")] = "tcp,tls,mtls,http1,http2",
+    connections: Annotated[str, typer.Option(help="Connection counts to hold, increasing.")] =
+        "0,250,500,1000,2000,4000,6000",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help=
+        "Where to write the calibration (default: the packaged simnet/data/envoy_memory.json).")] = None,
+) -> None:
+    """Measure the installed Envoy's memory per listener kind and connection count, and write
+    the fitted model (needs root: Envoy runs in a private network namespace)."""
+    import os
+
+    from simnet.model.envoy import LISTENER_KINDS
+
+    try:
+        chosen = _csv(kinds)
+        problems = [Problem("<command line>", None, "--kinds", f"{k!r} is not one of "
+                            f"{', '.join(LISTENER_KINDS)}") for k in chosen if k not in LISTENER_KINDS]
+        counts = []
+        for k, part in enumerate(_csv(connections)):
+            if not part.isdigit() or int(part) > MAX_CONNECTIONS:
+                problems.append(Problem("<command line>", None, f"--connections[{k}]",
+                                        f"{part!r} is not a connection count"))
+            else:
+                counts.append(int(part))
+        if counts != sorted(set(counts)) or len(counts) < 2:
+            problems.append(Problem("<command line>", None, "--connections",
+                                    "give at least two different counts, increasing"))
+        if os.geteuid() != 0:
+            problems.append(Problem("<command line>", None, "", "calibration needs root: Envoy "
+                                    "and its load run in a private network namespace"))
+        if problems:
+            raise SimnetError(problems)
+    except SimnetError as e:
+        _fail(e)
+    from simnet.real.memory import calibrate
+
+    import simnet.data
+
+    target = output or Path(simnet.data.__file__).with_name("envoy_memory.json")
+    cal = calibrate(chosen, counts, progress=lambda line: console.print(line, markup=False))
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cal.to_json(), indent=1) + "\n")
+    tmp.replace(target)  # a failed calibration leaves the previous file intact
+    t = Table(title=f"Envoy {cal.envoy_version} memory, calibrated {cal.measured_on}")
+    for col in ("listener", "base MB", "KB per connection", "kept after closing all"):
+        t.add_column(col, justify="right")
+    for name, k in cal.kinds.items():
+        t.add_row(name, f"{k.base_mb:.2f}", f"{k.per_connection_kb:.2f}", f"{k.retained_fraction:.0%}")
+    console.print(t)
+    console.print(f"each further port mapping: {cal.per_mapping_kb:.1f} KB; written to {target}")
+
+
 iptables_app = typer.Typer(no_args_is_help=True,
                            help="Capture rules: generate them as the real tools do, trace connections through them.")
 app.add_typer(iptables_app, name="iptables")

@@ -7,23 +7,28 @@ from hypothesis import given
 
 from simnet.errors import SimnetError
 from simnet.model.deployment import derive
-from simnet.model.memory import seed_rule_mb
+from simnet.model.memory import recommended_allocation_mb, seed_rule_mb
 from simnet.pipeline import load_and_derive
 from simnet.scenario.load import load_text
 from tests.strategies import scenarios
 
 
-def test_auto_additional_memory_is_the_seed_rule():
+def test_auto_additional_memory_follows_the_memory_model():
+    """``auto`` sizes the allocation for expected_peak_connections: the seed's 10 + 0.03*N
+    with the seed's memory model, the calibrated Envoy's memory at N plus 10% otherwise."""
     assert seed_rule_mb(0) == 10 and seed_rule_mb(1000) == 40 and seed_rule_mb(150) == 14
-    s, _ = load_text("""
+    text = """
 name: t
 cells: {count: 1, memory_mb: 1024}
-proxy: {additional_memory_allocation_mb: auto, expected_peak_connections: 500}
+proxy: {additional_memory_allocation_mb: auto, expected_peak_connections: 500%s}
 apps: [{name: a, memory_mb: 256}]
-""")
-    d = derive(s)
-    assert d.additional_mb == 25
-    assert d.instances[0].quota_mb == 256 + 25
+"""
+    seed = derive(load_text(text % ", memory: {model: seed}")[0])
+    assert seed.additional_mb == 25 and seed.instances[0].quota_mb == 256 + 25
+    calibrated = derive(load_text(text % "")[0])
+    fp = calibrated.instances[0].envoy  # 8080 has two mappings (61001 and the C2C 61443)
+    assert calibrated.additional_mb == recommended_allocation_mb(fp, 500)
+    assert calibrated.instances[0].quota_mb == 256 + calibrated.additional_mb
 
 
 @given(scenarios())

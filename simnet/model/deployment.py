@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from simnet.errors import PortRangeExhausted
 from simnet.model.interception import CapturedPath, bosh_client, bosh_vip, istio_inbound
-from simnet.model.memory import additional_allocation_mb
+from simnet.model.memory import (NO_PROXY, Footprint, additional_allocation_mb, footprint,
+                                 listener_kind)
 from simnet.model.ports import ProxyPorts, instance_ports, proxy_ports
 from simnet.model.tls import Verdict, backend_verdicts
 from simnet.scenario.schema import App, MoveFault, Scenario
@@ -45,6 +46,7 @@ class Instance:
     host_ports: dict[int, int]  # container port -> host port on the cell
     quota_mb: int  # app quota + additional allocation: the container's real limit
     base_used_mb: float  # app process + sidecar processes, before Envoy
+    envoy: Footprint = NO_PROXY  # the sidecar's memory: base MB and KB per connection
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,17 @@ class _Cells:
         return str(CONTAINER_NET + self.next_container)
 
 
+def _mappings(s: Scenario, app: App) -> int:
+    """Port mappings (Envoy listeners) of an app's sidecar: ``auto`` sizes the cell-wide
+    additional allocation for the app with the most."""
+    if not s.proxy.enabled:
+        return 1
+    try:
+        return len(proxy_ports(app.ports).mappings)
+    except PortRangeExhausted:
+        return 1  # reported where the instance is made
+
+
 def _container_ports(app: App, pp: ProxyPorts | None, unproxied: bool) -> list[int]:
     """Container ports the cell maps to host ports, in the order they are requested."""
     ports = list(dict.fromkeys(app.ports)) if (unproxied or pp is None) else []
@@ -171,6 +184,8 @@ def _make_instance(s: Scenario, app: App, index: int, generation: int, cell: int
         host_ports=host,
         quota_mb=app.memory_mb + extra_mb,
         base_used_mb=used + sum(sc.memory_mb for sc in app.sidecars),
+        envoy=(footprint(s.proxy.memory, listener_kind(s.proxy), len(pp.mappings))
+               if pp is not None else NO_PROXY),
     )
 
 
@@ -212,7 +227,7 @@ def derive(s: Scenario) -> Deployment:
     problems = list(_configuration_problems(s))
     if problems:
         raise DeriveError(problems)
-    extra = additional_allocation_mb(s.proxy)
+    extra = additional_allocation_mb(s.proxy, max(_mappings(s, a) for a in s.apps))
     cells = _Cells(s.cells.count, s.cells.memory_mb)
     instances: list[Instance] = []
     for a, app in enumerate(s.apps):

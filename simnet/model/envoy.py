@@ -205,3 +205,60 @@ def sidecar_bootstrap(
             "clusters": [cluster(port, app_address=app_address) for port in app_ports],
         },
     }
+
+
+# --- listener kinds (memory calibration) ---------------------------------------------------
+
+# What a sidecar listener does with a connection, from least to most per-connection state:
+# a plain TCP proxy, the executor's TLS-terminating TCP proxy, the same with client
+# certificates, and TLS into Envoy's HTTP connection manager speaking HTTP/1.1 or HTTP/2.
+LISTENER_KINDS = ("tcp", "tls", "mtls", "http1", "http2")
+HCM_TYPE = ("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+            "HttpConnectionManager")
+ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+
+
+def http_connection_manager(app_port: int, proxy_port: int) -> dict:
+    """An HTTP connection manager routing every request to the app port's cluster (codec chosen
+    by ALPN: HTTP/2 when negotiated, else HTTP/1.1)."""
+    return {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": HCM_TYPE,
+            "stat_prefix": f"http-{app_port}-{proxy_port}",
+            "codec_type": "AUTO",
+            "route_config": {"virtual_hosts": [{
+                "name": "app", "domains": ["*"],
+                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster_name(app_port)}}],
+            }]},
+            "http_filters": [{"name": "envoy.filters.http.router",
+                              "typed_config": {"@type": ROUTER_TYPE}}],
+        },
+    }
+
+
+def kind_proxy(kind: str, trusted_ca_name: str = "clients") -> Proxy:
+    """The proxy settings a listener kind runs with: mTLS for ``mtls``, ALPN h2 only for
+    ``http2`` (``http1`` negotiates no ALPN and falls back to HTTP/1.1)."""
+    if kind not in LISTENER_KINDS:
+        raise ValueError(f"unknown listener kind {kind!r}: one of {', '.join(LISTENER_KINDS)}")
+    if kind == "mtls":
+        return Proxy(require_and_verify_client_certificates=True,
+                     trusted_ca_certificates=[trusted_ca_name], enable_http2=False)
+    return Proxy(enable_http2=kind == "http2")
+
+
+def kind_bootstrap(kind: str, ports: ProxyPorts, *, guid: str, cert_files: CertFiles,
+                   listen_address: str = "0.0.0.0", app_address: str = "127.0.0.1") -> dict:
+    """The sidecar bootstrap with every listener of one kind: the executor's config for
+    ``tls``/``mtls``, without the TLS transport for ``tcp``, with the HTTP connection manager
+    in place of the TCP proxy for ``http1``/``http2``."""
+    bootstrap = sidecar_bootstrap(ports, guid=guid, proxy=kind_proxy(kind), cert_files=cert_files,
+                                  listen_address=listen_address, app_address=app_address)
+    for mapping, lst in zip(ports.mappings, bootstrap["static_resources"]["listeners"]):
+        chain = lst["filter_chains"][0]
+        if kind == "tcp":
+            del chain["transport_socket"]
+        elif kind in ("http1", "http2"):
+            chain["filters"] = [http_connection_manager(mapping.app, mapping.proxy)]
+    return bootstrap

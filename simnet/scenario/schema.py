@@ -100,10 +100,32 @@ class Cells(Strict):
 
 
 class EnvoyMemory(Strict):
-    """Sidecar memory model (seed 002: 5-10 MB at start, ~30 KB per concurrent connection)."""
+    """Sidecar memory model: ``calibrated`` (today's Envoy as simnet measured it, per listener
+    kind and port mappings), ``seed`` (seed 002's 2017 figures: 7.5 MB at start, ~30 KB per
+    concurrent connection) or ``manual`` (``base_mb`` and ``per_connection_kb``; giving them
+    alone means manual)."""
 
-    base_mb: float = Field(default=7.5, ge=0)
-    per_connection_kb: float = Field(default=30.0, ge=0)
+    model: Literal["calibrated", "seed", "manual"] = "calibrated"
+    base_mb: float | None = Field(default=None, ge=0, description="Private MB at start (manual).")
+    per_connection_kb: float | None = Field(
+        default=None, ge=0, description="Private KB per concurrent connection (manual).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_mean_manual(cls, data):
+        if isinstance(data, dict) and "model" not in data and (
+                "base_mb" in data or "per_connection_kb" in data):
+            data = {**data, "model": "manual"}
+        return data
+
+    @model_validator(mode="after")
+    def _numbers_for_manual_only(self) -> "EnvoyMemory":
+        numbers = (self.base_mb, self.per_connection_kb)
+        if self.model == "manual" and None in numbers:
+            raise ValueError("model: manual needs both base_mb and per_connection_kb")
+        if self.model != "manual" and numbers != (None, None):
+            raise ValueError(f"base_mb and per_connection_kb are for model: manual, not {self.model}")
+        return self
 
 
 class Proxy(Strict):
@@ -119,8 +141,9 @@ class Proxy(Strict):
     enable_http2: bool = True
     additional_memory_allocation_mb: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
         default=0,
-        description="Added to every container's memory limit; `auto` applies 10 + 0.03*N "
-        "with N the peak concurrent router connections expected per instance.",
+        description="Added to every container's memory limit; `auto` recommends for N = "
+        "expected_peak_connections under the memory model: the calibrated Envoy's memory at N "
+        "plus 10%, or with `memory.model: seed` the seed's 10 + 0.03*N.",
     )
     expected_peak_connections: int = Field(
         default=100, ge=0, description="N for `auto`: peak router connections per instance."

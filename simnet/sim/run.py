@@ -40,9 +40,8 @@ class Network:
             series = InstanceSeries(inst.guid, inst.app, inst.index, inst.cell, inst.quota_mb,
                                     [], [], envoy_limit_mb=inst.quota_mb - inst.base_used_mb)
             self.sidecars[inst.guid] = Sidecar(
-                series, s.proxy.memory.base_mb if s.proxy.enabled else 0.0,
-                s.proxy.memory.per_connection_kb if s.proxy.enabled else 0.0,
-                inst.base_used_mb, metrics.bins, metrics.bin_s, service[inst.app])
+                series, inst.envoy, inst.base_used_mb, metrics.bins, metrics.bin_s,
+                service[inst.app])
         self.listeners: dict[Address, tuple[Sidecar, Listener]] = {}
         self.expired: set[str] = set()  # instances whose identity certificate has expired
         for guid in deployment.running:

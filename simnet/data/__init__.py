@@ -1,0 +1,1 @@
+"""Data shipped with simnet: the Envoy memory calibration (``envoy_memory.json``)."""
