@@ -175,3 +175,14 @@ def test_estimate_names_a_broken_calibration_file(tmp_path):
     partial.write_text('{"envoy_version": "1.40.0"}')
     out = simnet("memory", "estimate", "--connections", "1", "--calibration", str(partial))
     assert out.returncode == 2 and "not a simnet memory calibration: missing field" in out.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--kinds", "tls,quic"], "--kinds: 'quic' is not one of tcp, tls"),
+    (["--connections", "0,x"], "--connections[1]: 'x' is not a connection count"),
+    (["--connections", "500,100"], "--connections: give at least two different counts, increasing"),
+])
+def test_calibrate_bad_input_exits_2_before_measuring(args, message, tmp_path):
+    out = simnet("memory", "calibrate", *args, "--output", str(tmp_path / "cal.json"))
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "cal.json").exists()

@@ -16,7 +16,8 @@ from simnet.report.render import REPORT_FILES, STATUS_MEANINGS, write_report
 from simnet.scenario.schema import Scenario
 from simnet.sim.metrics import InstanceSeries, Metrics
 
-PNGS = ("latency_cdf.png", "throughput.png", "memory.png", "connections.png")
+PNGS = ("latency_cdf.png", "throughput.png", "memory.png", "connections.png",
+        "envoy_memory_model.png")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -333,3 +334,105 @@ def test_route_integrity_variants_side_by_side(tmp_path):
     assert [v["requests"]["misdelivered"] for v in data["variants"]] == [0, legacy.misdelivered]
     assert all(f.exists() for f in files)
     assert (tmp_path / "diego-route-integrity" / "report.html").exists()
+
+
+# --- the Envoy memory model figure and the memory Diego reports ----------------------------
+
+
+def _markers(fig, marker: str) -> set[tuple[float, float]]:
+    return {(float(x), float(y)) for ax in fig.axes[:1] for line in ax.get_lines()
+            if line.get_marker() == marker for x, y in zip(line.get_xdata(), line.get_ydata())}
+
+
+def _legend_texts(fig) -> list[str]:
+    return [t.get_text() for ax in fig.axes for leg in [ax.get_legend()] if leg
+            for t in leg.get_texts()]
+
+
+@pytest.mark.parametrize("mtls, kind", [(False, "tls"), (True, "mtls")])
+def test_memory_model_figure_draws_the_kind_the_sidecars_use(mtls, kind):
+    from simnet.model.memory import packaged_calibration
+
+    proxy = {"require_and_verify_client_certificates": mtls,
+             "trusted_ca_certificates": ["router-ca"] if mtls else []}
+    m = metrics(requests=10, instances=3)
+    m.instances[0].oom_kills = 1
+    fig = figures.envoy_memory_model(scenario(proxy=proxy), m)
+    assert f"{kind} listener" in fig.axes[0].get_title(loc="left")
+    cal = packaged_calibration().kinds[kind]
+    assert {(float(n), mb) for n, mb in cal.points} <= _markers(fig, "o")
+    # each sidecar's peak is marked; the OOM-killed one apart
+    peaks = {(float(i.peak_connections), round(i.peak_memory_mb, 3)) for i in m.instances[1:]}
+    assert peaks <= _markers(fig, "D")
+    killed = m.instances[0]
+    assert _markers(fig, "X") == {(float(killed.peak_connections), round(killed.peak_memory_mb, 3))}
+    texts = _legend_texts(fig)
+    assert any(t.startswith("seed 002") for t in texts)
+    assert any(t.startswith(f"{kind} model: {cal.base_mb:.1f} MB") for t in texts)
+
+
+def test_memory_model_figure_draws_the_oom_line_only_when_it_fits():
+    m = metrics(requests=10, instances=2)
+    m.instances[0].envoy_limit_mb, m.instances[1].envoy_limit_mb = 120.0, 5000.0
+    fig = figures.envoy_memory_model(scenario(), m)
+    ax = fig.axes[0]
+    flat = {float(line.get_ydata()[0]) for line in ax.get_lines()
+            if len(set(line.get_ydata())) == 1 and line.get_linestyle() == "--"}
+    assert 120.0 in flat and 5000.0 not in flat
+    assert ax.get_ylim()[1] < 5000
+    assert "OOM line for Envoy above the chart: 5000 MB" in _legend_texts(fig)
+
+
+def test_memory_model_figure_shows_a_manual_or_seed_model():
+    m = metrics(requests=10, instances=1)
+    manual = scenario(proxy={"memory": {"base_mb": 20, "per_connection_kb": 50}})
+    fig = figures.envoy_memory_model(manual, m)
+    [line] = [line for line in fig.axes[0].get_lines()
+              if line.get_label().startswith("this scenario's model (manual)")]
+    (x0, x1), (y0, y1) = line.get_xdata(), line.get_ydata()
+    assert y0 == 20 and (y1 - y0) / (x1 - x0) == pytest.approx(0.05)
+    seed = figures.envoy_memory_model(scenario(proxy={"memory": {"model": "seed"}}), m)
+    assert any(t.endswith("this scenario's model") for t in _legend_texts(seed))
+    off = figures.envoy_memory_model(scenario(proxy={"enabled": False}), m)
+    assert "proxy disabled" in " ".join(t.get_text() for t in off.axes[0].texts)
+
+
+def test_report_shows_the_memory_diego_reports_rescaled_into_the_quota(tmp_path):
+    from simnet.model.memory import reported_memory_mb
+
+    m = metrics(requests=10, instances=2)
+    inst = m.instances[0]
+    inst.quota_mb, inst.app_quota_mb, inst.envoy_limit_mb = 272.0, 256.0, 72.0  # 200 MB used
+    expected = reported_memory_mb(200 + inst.peak_memory_mb, 256, 16)
+    assert inst.reported_peak_mb == pytest.approx(expected)
+    assert m.instances[1].reported_peak_mb is None  # a series that does not say
+    write_report(scenario(), m, tmp_path / "r")
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "reported by Diego" in html and f"{expected:.4g} MB" in html
+    data = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert data["instances"][0]["reported_memory_mb"] == round(expected, 6)
+    assert data["instances"][1]["reported_memory_mb"] is None
+
+
+def test_simulated_instances_report_their_rescaled_memory():
+    from simnet.model.deployment import derive
+    from simnet.model.memory import reported_memory_mb
+    from simnet.scenario.load import load_text
+    from simnet.sim.run import simulate
+
+    scenario_, _ = load_text("""
+name: t
+duration_s: 3
+cells: {count: 1, memory_mb: 4096}
+proxy: {additional_memory_allocation_mb: 32}
+apps: [{name: web, instances: 2, memory_mb: 256, memory_used_mb: 100,
+        sidecars: [{name: s, memory_mb: 20}]}]
+routes: [{host: web.example.com, app: web}]
+clients: [{host: web.example.com, rate_per_s: 200}]
+""")
+    m = simulate(derive(scenario_))
+    for inst in m.summary()["instances"]:
+        assert inst["peak_memory_mb"] > 0
+        assert inst["reported_memory_mb"] == pytest.approx(
+            reported_memory_mb(100 + 20 + inst["peak_memory_mb"], 256, 32), abs=1e-6)
+        assert inst["reported_memory_mb"] < 100 + 20 + inst["peak_memory_mb"]

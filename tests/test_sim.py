@@ -188,6 +188,29 @@ clients:
     assert m.outcomes[502] > 0
 
 
+def test_oom_killed_instance_is_registered_again_after_its_restart():
+    """gorouter prunes the instance its dial found dead; Diego restarts it and the
+    route-emitter registers it again, so it takes traffic (and here, OOMs) again."""
+    text = """
+name: oomback
+duration_s: 10
+time_bin_s: 0.5
+cells: {count: 1, memory_mb: 1024}
+apps: [{name: web, instances: 1, memory_mb: 64, memory_used_mb: 50, ports: [8080]}]
+routes: [{host: web.example.com, app: web}]
+proxy: {memory: {base_mb: 7.5, per_connection_kb: 1000}}
+routers: {count: 1, keep_alive_to_backends: false, route_propagation_delay_s: 0.5, max_attempts: 1}
+clients: [{host: web.example.com, rate_per_s: 300}]
+"""
+    m = run(text)  # 6.5 MB of headroom: a burst of 7 concurrent connections kills it
+    (web,) = m.instances
+    assert web.oom_kills >= 2  # it came back after the first kill, took traffic and died again
+    first_kill_bin = next(k for k, n in enumerate(m.errors_per_bin) if n)
+    served_later = sum(m.requests_per_bin[k] - m.errors_per_bin[k]
+                       for k in range(first_kill_bin + 4, len(m.requests_per_bin)))
+    assert served_later > 0
+
+
 BOSH = """
 name: vip
 platform: bosh

@@ -133,7 +133,7 @@ def router_client(backends: BackendTLS, trusted: tuple[x509.Certificate, ...], e
 
 # --- the scenario's verdicts ---------------------------------------------------------------
 
-# Stand-in certificates are issued at this instant and the handshake judged an hour later:
+# Stand-in certificates are issued at this instant and the handshake judged half an hour later:
 # only the relations between CAs, names and validity matter, never the wall clock.
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 _STAND_IN = ("instance-a", "198.18.0.1")

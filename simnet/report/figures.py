@@ -517,6 +517,205 @@ def reachability(matrix) -> Figure:
         return fig
 
 
+# --- the Envoy memory model -------------------------------------------------------------
+
+SEED_COLOUR = "#868e96"
+KIND_COLOURS = {"tcp": "#1f77b4", "tls": "#ff7f0e", "mtls": "#9467bd", "http1": "#17becf",
+                "http2": "#8c564b"}
+
+
+def _draw_seed(ax, xmax: float, *, ours: bool = False, rule: bool = False) -> None:
+    """Seed 002's Envoy (5-10 MB + 30 KB per connection) as a band with its midline; ``rule``
+    adds its allocation rule, 10 + 0.03*N MB."""
+    from simnet.model.memory import SEED
+
+    x = np.array([0.0, xmax])
+    per_mb = SEED.per_connection_kb / 1000
+    ax.fill_between(x, 5 + per_mb * x, 10 + per_mb * x, color=SEED_COLOUR, alpha=0.15,
+                    linewidth=0, label="_seed band")
+    ax.plot(x, SEED.base_mb + per_mb * x, color="#212529" if ours else SEED_COLOUR,
+            linewidth=1.6 if ours else 1.1, linestyle="solid" if ours else (0, (6, 3)),
+            label="seed 002 (2017 Envoy): 5-10 MB + 30 KB/connection"
+                  + (": this scenario's model" if ours else ""))
+    if rule:
+        ax.plot(x, 10 + 0.03 * x, color="#212529", linewidth=1.1, linestyle=(0, (1, 2)),
+                label="seed's rule: additional allocation 10 + 0.03*N MB")
+
+
+def _draw_kind(ax, calibration, kind: str, xmax: float, colour: str, *,
+               label_prefix: str = "", after_close: bool = True,
+               label_points: bool = True) -> None:
+    """A listener kind's measured points, its fitted line (dashed where it extrapolates past
+    the measured range) and the reading after closing every connection."""
+    k = calibration.kinds[kind]
+    fp = calibration.footprint(kind)
+    measured_to = max((n for n, _ in k.points), default=0)
+    solid_to = min(xmax, measured_to) if measured_to else xmax
+    ax.plot([0, solid_to], [fp.memory_mb(0), fp.memory_mb(solid_to)], color=colour,
+            linewidth=1.5, label=f"{label_prefix}{kind} model: {fp.base_mb:.1f} MB + "
+                                 f"{fp.per_connection_kb:.1f} KB/connection")
+    if xmax > solid_to:
+        ax.plot([solid_to, xmax], [fp.memory_mb(solid_to), fp.memory_mb(xmax)], color=colour,
+                linewidth=1.2, linestyle=(0, (2, 2)), label="_extrapolated")
+    if k.points:
+        ax.plot([n for n, _ in k.points], [mb for _, mb in k.points], linestyle="none",
+                marker="o", markersize=4.5, color=colour,
+                label=f"{label_prefix}{kind} measured (private memory)" if label_points
+                else "_measured")
+    if after_close and k.after_close_mb is not None and measured_to:
+        ax.plot([measured_to], [k.after_close_mb], linestyle="none", marker="o", markersize=7,
+                markerfacecolor="white", markeredgecolor=colour, markeredgewidth=1.3,
+                label=f"{kind} after closing all {measured_to:,}: "
+                      f"{k.retained_fraction:.0%} of their memory kept", zorder=2)
+
+
+def memory_calibration(calibration=None, kinds: Sequence[str] | None = None, *,
+                       seed_rule: bool = True) -> Figure:
+    """Measured vs modelled Envoy private memory per listener kind (the calibration's readings
+    and fitted lines), with seed 002's 2017 figures and, optionally, its allocation rule."""
+    from simnet.model.memory import packaged_calibration
+
+    cal = calibration or packaged_calibration()
+    kinds = list(kinds or cal.kinds)
+    xmax = float(max((n for k in kinds for n, _ in cal.kinds[k].points), default=1000))
+    with style():
+        fig = _figure(HEIGHT_IN + 0.8)
+        ax = fig.add_subplot()
+        ax.set_title(f"Envoy {cal.envoy_version} private memory vs concurrent connections "
+                     f"(measured {cal.measured_on})")
+        _draw_seed(ax, xmax, rule=seed_rule)
+        for n, kind in enumerate(kinds):
+            _draw_kind(ax, cal, kind, xmax, KIND_COLOURS.get(kind, PALETTE[n % len(PALETTE)]),
+                       after_close=False, label_points=False)
+        ax.plot([], [], linestyle="none", marker="o", markersize=4.5, color=SEED_COLOUR,
+                label="dots: measured on the real Envoy")
+        ax.set_xlim(0, xmax * 1.02)
+        ax.set_ylim(0, None)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:,.0f}"))
+        ax.set_xlabel("concurrent connections (the high-water mark)")
+        ax.set_ylabel("private memory (MB)")
+        ax.legend(loc="upper left")
+        return fig
+
+
+def _draw_peaks(ax, insts: Sequence[InstanceSeries], *, label: bool = True) -> None:
+    """Each sidecar's peak (connections, MB), once per distinct point; OOM-killed in red."""
+    pairs = sorted({(i.peak_connections, round(i.peak_memory_mb, 3), i.oom_kills > 0)
+                    for i in insts})
+    ok = [(n, mb) for n, mb, killed in pairs if not killed]
+    killed = [(n, mb) for n, mb, k in pairs if k]
+    if ok:
+        ax.plot([n for n, _ in ok], [mb for _, mb in ok], linestyle="none", marker="D",
+                markersize=6, color=OK_COLOUR, markeredgecolor="white", zorder=4,
+                label=f"this run: each sidecar's peak ({len(insts):,} instances)" if label
+                else "_peak")
+    if killed:
+        ax.plot([n for n, _ in killed], [mb for _, mb in killed], linestyle="none", marker="X",
+                markersize=8, color=ERROR_COLOUR, markeredgecolor="white", zorder=5,
+                label="this run: peak of an OOM-killed sidecar" if label else "_killed")
+
+
+def _scenario_line(ax, memory, xmax: float) -> None:
+    """A ``manual`` memory model's own line (the seed's is drawn by :func:`_draw_seed`)."""
+    if memory.model == "manual":
+        base, per = memory.base_mb, memory.per_connection_kb
+        ax.plot([0, xmax], [base, base + per * xmax / 1000], color="#212529", linewidth=1.6,
+                label=f"this scenario's model (manual): {base:g} MB + {per:g} KB/connection")
+
+
+def envoy_memory_model(scenario, metrics: Metrics, calibration=None) -> Figure:
+    """The memory model behind a run: for the listener kind its sidecars use, the
+    calibration's measured points and fitted line, seed 002's line, the scenario's own model
+    when it is ``seed`` or ``manual``, each sidecar's peak connections and peak memory, and
+    the containers' OOM line for Envoy when it fits the axes. When the run's peaks are far
+    below the measured range an inset shows them up close."""
+    from matplotlib.lines import Line2D
+
+    from simnet.model.memory import listener_kind, packaged_calibration
+
+    cal = calibration or packaged_calibration()
+    proxy = scenario.proxy
+    kind = listener_kind(proxy)
+    with style():
+        fig = _figure(HEIGHT_IN + 0.8)
+        ax = fig.add_subplot()
+        ax.set_title(f"Envoy memory model: {kind} listener, Envoy {cal.envoy_version} "
+                     f"(measured {cal.measured_on})")
+        if not proxy.enabled:
+            _empty(ax, "proxy disabled: no Envoy sidecar")
+            return fig
+        if kind not in cal.kinds:
+            _empty(ax, f"the calibration has no {kind} listener")
+            return fig
+        insts = metrics.instances
+        colour = KIND_COLOURS.get(kind, PALETTE[0])
+        model = proxy.memory.model
+        measured_to = max((n for n, _ in cal.kinds[kind].points), default=0)
+        peak_n = max((i.peak_connections for i in insts), default=0)
+        xmax = float(max(measured_to, peak_n, 100)) * 1.04
+        _draw_seed(ax, xmax, ours=model == "seed")
+        _draw_kind(ax, cal, kind, xmax, colour,
+                   label_prefix="" if model == "calibrated" else "calibrated ")
+        _draw_peaks(ax, insts)
+        # the axes fit the calibration, the seed and the run; a steep manual line is cut off
+        top = max([float(np.max(line.get_ydata())) for line in ax.get_lines()]
+                  + [i.peak_memory_mb for i in insts])
+        _scenario_line(ax, proxy.memory, xmax)
+        ylim = top * 1.08
+        limits = sorted({float(i.quota_mb if i.envoy_limit_mb is None else i.envoy_limit_mb)
+                         for i in insts})
+        for q in (q for q in limits if 0 < q <= ylim):
+            ax.axhline(q, color=QUOTA_COLOUR, linestyle=(0, (5, 3)), linewidth=1.1,
+                       label="_oom")
+            ax.annotate(f"OOM line for Envoy {q:g} MB", (0.005, q),
+                        xycoords=("axes fraction", "data"), xytext=(0, 2),
+                        textcoords="offset points", va="bottom", ha="left", fontsize=7.5,
+                        color=QUOTA_COLOUR)
+        handles, labels = ax.get_legend_handles_labels()
+        hidden = [q for q in limits if q > ylim]
+        if hidden:
+            handles.append(Line2D([], [], color=QUOTA_COLOUR, linestyle=(0, (5, 3))))
+            labels.append("OOM line for Envoy above the chart: "
+                          + ", ".join(f"{q:g}" for q in hidden[:4]) + " MB"
+                          + (" and more" if len(hidden) > 4 else ""))
+        ax.set_xlim(0, xmax)
+        ax.set_ylim(0, ylim)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:,.0f}"))
+        ax.set_xlabel("concurrent connections (the high-water mark)")
+        ax.set_ylabel("Envoy private memory (MB)")
+        ax.legend(handles, labels, loc="upper left")
+        if insts and peak_n < xmax / 10:
+            _run_inset(ax, cal, kind, colour, proxy.memory, insts, peak_n, limits)
+        return fig
+
+
+def _run_inset(ax, cal, kind: str, colour: str, memory, insts: Sequence[InstanceSeries],
+               peak_n: int, limits: Sequence[float]) -> None:
+    """The run's own range up close: the model lines, each sidecar's peak, and the OOM lines
+    that fall in it."""
+    inset = ax.inset_axes([0.64, 0.07, 0.34, 0.36])
+    xmax = max(peak_n * 1.3, 10.0)
+    _draw_seed(inset, xmax, ours=memory.model == "seed")
+    fp = cal.footprint(kind)
+    inset.plot([0, xmax], [fp.memory_mb(0), fp.memory_mb(xmax)], color=colour, linewidth=1.5)
+    _scenario_line(inset, memory, xmax)
+    _draw_peaks(inset, insts, label=False)
+    lows = [float(np.min(line.get_ydata())) for line in inset.get_lines()]
+    highs = [float(np.max(line.get_ydata())) for line in inset.get_lines()]
+    span = max(highs) - min(lows)
+    lo, hi = max(0.0, min(lows) - 0.15 * span - 0.5), max(highs) + 0.15 * span + 0.5
+    for q in (q for q in limits if lo < q < hi):
+        inset.axhline(q, color=QUOTA_COLOUR, linestyle=(0, (5, 3)), linewidth=1.0)
+    inset.set_xlim(0, xmax)
+    inset.set_ylim(lo, hi)
+    inset.set_title("this run's range", fontsize=8, fontweight="normal",
+                    bbox=dict(facecolor="white", edgecolor="none", pad=1))
+    inset.tick_params(labelsize=7)
+    inset.set_facecolor("white")
+    for side in ("top", "right"):
+        inset.spines[side].set_visible(True)
+
+
 FIGURES: dict[str, Callable[[Metrics], Figure]] = {
     "latency_cdf.png": latency_cdf,
     "throughput.png": throughput,

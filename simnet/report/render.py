@@ -81,8 +81,26 @@ REACH_FIGURE = (
     "connection that needs this is the router's. simnet reach lists every path.")
 """Drawn from the derived deployment (``write_report(..., reach=...)``), after the others."""
 
-REPORT_FILES = ("report.html", "summary.json") + tuple(f[0] for f in FIGURE_FILES)
+MODEL_FIGURE = (
+    "envoy_memory_model.png", "envoy_memory_model", "Envoy memory model",
+    "The model behind the sidecar memory figure, for the listener kind this scenario's "
+    "sidecars use (mtls when the proxy requires client certificates, else tls): the private "
+    "memory the real Envoy took at each number of concurrent connections (dots), the fitted "
+    "line (dashed past the measured range), what Envoy still held after closing them all "
+    "(hollow dot), seed 002's 2017 Envoy (grey band and dashed line), and each sidecar's peak "
+    "in this run (green diamonds; red crosses were OOM-killed). A scenario with "
+    "memory.model seed or manual is simulated with that model's line (black). The dashed "
+    "horizontal line is the containers' OOM line for Envoy, when it fits the axes.")
+"""Drawn from the scenario (its proxy settings) and the run, after the sidecar memory figure."""
+
+REPORT_FILES = ("report.html", "summary.json") + tuple(f[0] for f in FIGURE_FILES) \
+    + (MODEL_FIGURE[0],)
 """The files every report has; a report given a reachability matrix adds ``reachability.png``."""
+
+_AFTER_MEMORY = [f[0] for f in FIGURE_FILES].index("memory.png") + 1
+SHOWN_FIGURES = (*FIGURE_FILES[:_AFTER_MEMORY], MODEL_FIGURE, *FIGURE_FILES[_AFTER_MEMORY:],
+                 REACH_FIGURE)
+"""Every figure, in the order the report shows them."""
 
 VOLATILE_FACTS = frozenset({
     "wall_s", "wall_time", "wall_time_s", "wall_clock_s", "elapsed_s", "generated_at",
@@ -225,6 +243,7 @@ def _instances(metrics: Metrics) -> tuple[list[dict], int]:
     rows = []
     for i in metrics.instances:
         share = i.peak_memory_mb / i.quota_mb if i.quota_mb else 0.0
+        reported = i.reported_peak_mb
         rows.append({
             "label": f"{i.app}/{i.index}", "guid": i.guid, "cell": i.cell,
             "peak_connections": i.peak_connections,
@@ -233,6 +252,8 @@ def _instances(metrics: Metrics) -> tuple[list[dict], int]:
             "share": share, "share_text": f"{share:.1%}" if share >= 0.001 or not share
             else "< 0.1%",
             "bar": max(0.0, min(100.0, share * 100)), "oom_kills": i.oom_kills,
+            "reported": "—" if reported is None else f"{reported:.4g} MB",
+            "reported_of": "" if reported is None else f"of {i.app_quota_mb:g} MB",
         })
     if len(rows) <= MAX_ROWS:
         return rows, 0
@@ -288,7 +309,7 @@ def context(scenario: Scenario, metrics: Metrics, pngs: Mapping[str, bytes],
         "figures": [
             {"file": file, "heading": heading, "caption": caption,
              "src": "data:image/png;base64," + base64.b64encode(pngs[file]).decode("ascii")}
-            for file, _fn, heading, caption in (*FIGURE_FILES, REACH_FIGURE) if file in pngs
+            for file, _fn, heading, caption in SHOWN_FIGURES if file in pngs
         ],
         "instances": instances, "instances_cut": instances_cut,
         "facts": _node(stable) if (stable := {k: v for k, v in facts.items()
@@ -316,10 +337,13 @@ def render_html(scenario: Scenario, metrics: Metrics, pngs: Mapping[str, bytes],
 
 
 def write_report(scenario: Scenario, metrics: Metrics, outdir: Path, *,
-                 facts: dict | None = None, reach: Any = None) -> list[Path]:
+                 facts: dict | None = None, reach: Any = None,
+                 calibration: Any = None) -> list[Path]:
     """Write report.html, summary.json and the figures into ``outdir``; return their paths.
 
-    ``reach`` (a ``simnet.model.reachability.ReachMatrix``) adds the reachability figure.
+    ``reach`` (a ``simnet.model.reachability.ReachMatrix``) adds the reachability figure;
+    ``calibration`` (a ``simnet.model.memory.Calibration``, default the packaged one) is the
+    one the memory model figure draws.
 
     Everything is rendered into a new directory beside ``outdir`` first; only when all of it
     is written does it replace ``outdir`` (the old one is removed afterwards). An exception
@@ -332,6 +356,9 @@ def write_report(scenario: Scenario, metrics: Metrics, outdir: Path, *,
             fig = getattr(figures, fn)(metrics)
             pngs[file] = figures.png_bytes(fig)
             (staging / file).write_bytes(pngs[file])
+        file, fn = MODEL_FIGURE[:2]
+        pngs[file] = figures.png_bytes(getattr(figures, fn)(scenario, metrics, calibration))
+        (staging / file).write_bytes(pngs[file])
         if reach is not None:
             file, fn = REACH_FIGURE[:2]
             pngs[file] = figures.png_bytes(getattr(figures, fn)(reach))

@@ -11,6 +11,8 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 
+from simnet.model.memory import reported_memory_mb
+
 STATUSES = (200, 404, 496, 502, 503, 525, 526)
 
 
@@ -31,6 +33,17 @@ class InstanceSeries:
     connections_opened: int = 0
     oom_kills: int = 0
     envoy_limit_mb: float | None = None  # quota minus what the app and its sidecars use
+    app_quota_mb: float | None = None  # what the app asked for: quota_mb less the additional MB
+
+    @property
+    def reported_peak_mb(self) -> float | None:
+        """What Diego reports for the container when Envoy is at its peak: the app, its
+        sidecar processes and Envoy, rescaled from the real limit into the app's quota (seed
+        002); None when the series does not say what the app uses or asked for."""
+        if self.app_quota_mb is None or self.envoy_limit_mb is None:
+            return None
+        used = self.quota_mb - self.envoy_limit_mb + self.peak_memory_mb
+        return reported_memory_mb(used, self.app_quota_mb, self.quota_mb - self.app_quota_mb)
 
 
 @dataclass
@@ -106,7 +119,9 @@ class Metrics:
                  "quota_mb": i.quota_mb, "peak_connections": i.peak_connections,
                  "peak_memory_mb": round(i.peak_memory_mb, 6),
                  "connections_opened": i.connections_opened, "oom_kills": i.oom_kills,
-                 "envoy_limit_mb": i.envoy_limit_mb}
+                 "envoy_limit_mb": i.envoy_limit_mb,
+                 "reported_memory_mb": None if (r := i.reported_peak_mb) is None
+                 else round(r, 6)}
                 for i in self.instances
             ],
         }

@@ -54,6 +54,13 @@ class Router:
             else:
                 self.table.pop(host, None)
 
+    def register(self, host: str, ep: Endpoint) -> None:
+        """One route registration (gorouter's ``router.register``): the endpoint joins the
+        host's pool if it is not there."""
+        endpoints = self.table.get(host, ())
+        if ep not in endpoints:
+            self.table[host] = endpoints + (ep,)
+
     def _prune(self, host: str, ep: Endpoint) -> None:
         endpoints = self.table.get(host, ())
         if ep in endpoints:

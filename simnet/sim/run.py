@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import simpy
 
-from simnet.model.deployment import Address, Deployment, Listener
+from simnet.model.deployment import Address, Deployment, Endpoint, Listener
 from simnet.model.tls import Verdict
 from simnet.scenario.schema import Client
 from simnet.sim.latency import Sampler, sampler
@@ -38,12 +38,17 @@ class Network:
         self.sidecars: dict[str, Sidecar] = {}
         for inst in deployment.instances:
             series = InstanceSeries(inst.guid, inst.app, inst.index, inst.cell, inst.quota_mb,
-                                    [], [], envoy_limit_mb=inst.quota_mb - inst.base_used_mb)
+                                    [], [], envoy_limit_mb=inst.quota_mb - inst.base_used_mb,
+                                    app_quota_mb=inst.quota_mb - deployment.additional_mb)
             self.sidecars[inst.guid] = Sidecar(
                 series, inst.envoy, inst.base_used_mb, metrics.bins, metrics.bin_s,
                 service[inst.app])
         self.listeners: dict[Address, tuple[Sidecar, Listener]] = {}
         self.expired: set[str] = set()  # instances whose identity certificate has expired
+        self.routers: list[Router] = []
+        # what the route-emitter registers for each instance now: (host, endpoint) pairs
+        self.registrations: dict[str, list[tuple[str, Endpoint]]] = {}
+        self.routes_changed(tuple(deployment.routes.items()))
         for guid in deployment.running:
             self.start(guid)
 
@@ -62,8 +67,24 @@ class Network:
 
     def _restart(self, guid: str):
         yield self.env.timeout(OOM_RESTART_S)
-        if not self.sidecars[guid].alive:
-            self.start(guid)
+        if self.sidecars[guid].alive:
+            return
+        self.start(guid)
+        # Running again, the instance is registered again by the route-emitter; routers that
+        # pruned it take it back once the registration has reached them.
+        yield self.env.timeout(self.deployment.scenario.routers.route_propagation_delay_s)
+        for host, ep in self.registrations.get(guid, ()):
+            for r in self.routers:
+                r.register(host, ep)
+
+    def routes_changed(self, routes: tuple[tuple[str, tuple[Endpoint, ...]], ...]) -> None:
+        """Follow the route table's new entries for these hosts (who is registered where)."""
+        hosts = {host for host, _ in routes}
+        for guid, pairs in self.registrations.items():
+            self.registrations[guid] = [(h, ep) for h, ep in pairs if h not in hosts]
+        for host, endpoints in routes:
+            for ep in endpoints:
+                self.registrations.setdefault(ep.guid, []).append((host, ep))
 
 
 def _rng(seed: int, *purpose: str) -> random.Random:
@@ -83,6 +104,7 @@ def _faults(env: simpy.Environment, net: Network, routers: list[Router]):
         elif event.kind == "start":
             net.start(event.guid)
         else:
+            net.routes_changed(event.routes)
             for r in routers:
                 r.update(event.routes)
 
@@ -185,6 +207,7 @@ def simulate(deployment: Deployment, progress: Callable[[float], None] | None = 
             ("r2s", lat.router_to_sidecar), ("s2a", lat.sidecar_to_app),
             ("connect", lat.tcp_connect), ("tls", lat.tls_handshake)))
         routers.append(Router(env, net, deployment.routes, samplers))
+    net.routers = routers
     env.process(_faults(env, net, routers))
     for n, c in enumerate(s.clients):
         end = s.duration_s if c.duration_s is None else min(s.duration_s, c.start_s + c.duration_s)
