@@ -18,6 +18,7 @@ from simnet.model.memory import (
     DEFAULT_MARGIN,
     KB_PER_MB,
     Calibration,
+    SEED_RULE,
     Footprint,
     instances_that_fit,
     packaged_calibration,
@@ -27,8 +28,6 @@ from simnet.model.memory import (
 from simnet.scenario.schema import Scenario
 
 MB_PER_GB = 1024  # Diego counts cell and container memory in MiB; a GB here is 1024 of them
-SEED_RULE_BASE_MB = 10.0
-SEED_RULE_PER_CONNECTION_MB = 0.03
 
 
 # --- the seed's rule against the calibrated model ------------------------------------------
@@ -74,18 +73,16 @@ def seed_rule_suffices_from(fp: Footprint) -> int | None:
     """The smallest peak N from which the seed's 10 + 0.03*N (before rounding) holds the
     footprint's memory at N and at every larger N; None when no N does (an Envoy that takes
     more than 30 KB per connection outgrows the rule however many connections it holds)."""
-    per_mb = fp.per_connection_kb / KB_PER_MB
-    gap = fp.base_mb - SEED_RULE_BASE_MB  # what the rule lacks at N = 0
-    if per_mb > SEED_RULE_PER_CONNECTION_MB:
-        return None
-    if gap <= 0:
+    slower = SEED_RULE.per_connection_kb - fp.per_connection_kb  # KB per connection the rule gains
+    gap = fp.base_mb - SEED_RULE.base_mb  # MB the rule lacks at N = 0
+    if gap <= 0 and slower >= 0:
         return 0
-    if per_mb == SEED_RULE_PER_CONNECTION_MB:
+    if slower <= 0:
         return None
-    n = math.ceil(gap / (SEED_RULE_PER_CONNECTION_MB - per_mb))
-    while n > 0 and SEED_RULE_BASE_MB + SEED_RULE_PER_CONNECTION_MB * (n - 1) >= fp.memory_mb(n - 1):
+    n = math.ceil(gap * KB_PER_MB / slower)
+    while n > 0 and SEED_RULE.memory_mb(n - 1) >= fp.memory_mb(n - 1):
         n -= 1  # float rounding in the division: step back to the first N that holds
-    while SEED_RULE_BASE_MB + SEED_RULE_PER_CONNECTION_MB * n < fp.memory_mb(n):
+    while SEED_RULE.memory_mb(n) < fp.memory_mb(n):
         n += 1
     return n
 

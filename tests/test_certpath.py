@@ -18,6 +18,7 @@ from simnet.model import pki
 from simnet.model.certpath import PathError, Purpose, Verifier, dns_matches, verify_path
 from simnet.model.handshake import TLS12, TLS13, Client, Reason, Server, handshake
 from simnet.model.pki import Defect
+from simnet.model.tls import failure_verdict
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
 H = pki.hierarchy(NOW - timedelta(days=1), prefix="unit")
@@ -134,3 +135,21 @@ def test_verify_client_san_is_envoys_check_only():
     s = pki.defective(H, "guid", "server", [], now=NOW)
     with pytest.raises(ValueError, match="Envoy"):
         Server(chain=(s.cert,), verify_client_san=("x",), verifier=Verifier.OPENSSL)
+
+
+@pytest.mark.parametrize("rejected_by,alert,error,status,retried", [
+    ("client", "bad_certificate", PathError.HOSTNAME_MISMATCH, 503, True),  # route integrity
+    ("client", "bad_certificate", PathError.CERT_HAS_EXPIRED, 526, True),  # Go wraps it: 526
+    ("client", "bad_certificate", PathError.UNABLE_TO_GET_ISSUER_CERT_LOCALLY, 526, True),
+    ("client", "bad_certificate", PathError.INVALID_PURPOSE, 526, True),
+    ("server", "bad_certificate", None, 496, True),
+    ("server", "unknown_ca", None, 496, True),
+    ("server", "certificate_required", None, 496, True),
+    ("server", "handshake_failure", None, 525, True),
+    ("server", "certificate_unknown", None, 502, False),  # no classifier: no retry
+    ("server", "certificate_expired", None, 502, False),
+    ("server", "protocol_version", None, 502, False),
+])
+def test_gorouter_classifies_failures_as_its_classifiers_do(rejected_by, alert, error, status, retried):
+    v = failure_verdict(rejected_by, alert, error)
+    assert (v.status, v.retriable, v.prunable) == (status, retried, retried)

@@ -13,7 +13,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from simnet.model import pki
 from simnet.model.envoy import (
     ALPN_PROTOCOLS,
-    CIPHER_SUITES,
     UNLIMITED,
     CertFiles,
     downstream_tls_context,

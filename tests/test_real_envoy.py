@@ -13,7 +13,6 @@ import ssl
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
@@ -22,6 +21,7 @@ from simnet.model.envoy import CIPHER_SUITES, CertFiles, sidecar_bootstrap
 from simnet.model.ports import ProxyPorts, proxy_ports
 from simnet.real.envoy import EnvoyError, EnvoyProcess, envoy_path, envoy_version, validate
 from simnet.scenario.schema import Proxy
+from simnet.real.tls import write_credential
 
 pytestmark = pytest.mark.envoy
 
@@ -42,13 +42,6 @@ class Pki:
     stranger: tuple[str, str]  # right SAN, unknown CA
 
 
-def _write(directory: Path, name: str, pair: pki.KeyPair) -> tuple[str, str]:
-    chain, key = directory / f"{name}.crt", directory / f"{name}.key"
-    chain.write_bytes(pki.chain_pem(pair))
-    key.write_bytes(pki.key_pem(pair))
-    return str(chain), str(key)
-
-
 @pytest.fixture(scope="session")
 def creds(tmp_path_factory) -> Pki:
     now = datetime.now(timezone.utc) - timedelta(minutes=1)
@@ -56,16 +49,18 @@ def creds(tmp_path_factory) -> Pki:
     identity_ca = pki.make_ca("instance-identity", now=now)
     router_ca = pki.make_ca("router-backends", now=now)
     other_ca = pki.make_ca("somebody-else", now=now)
-    cert, key = _write(d, "identity", pki.instance_identity(identity_ca, GUID, "127.0.0.1", now=now))
+    identity = pki.instance_identity(identity_ca, GUID, "127.0.0.1", now=now)
+    cert, key = write_credential(d, "identity", identity)
     (d / "trusted.crt").write_bytes(pki.bundle_pem(router_ca))
     return Pki(
         files=CertFiles(cert, key, str(d / "trusted.crt")),
         identity_ca_pem=pki.cert_pem(identity_ca),
-        router=_write(d, "router", pki.client_certificate(router_ca, "gorouter", ROUTER_SAN, now=now)),
-        router_wrong_san=_write(
+        router=write_credential(
+            d, "router", pki.client_certificate(router_ca, "gorouter", ROUTER_SAN, now=now)),
+        router_wrong_san=write_credential(
             d, "router-wrong-san", pki.client_certificate(router_ca, "other", "other.internal", now=now)
         ),
-        stranger=_write(
+        stranger=write_credential(
             d, "stranger", pki.client_certificate(other_ca, "gorouter", ROUTER_SAN, now=now)
         ),
     )

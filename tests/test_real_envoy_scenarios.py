@@ -13,6 +13,7 @@ from simnet.model.envoy import CertFiles, sidecar_bootstrap
 from simnet.pipeline import load_and_derive
 from simnet.real.envoy import validate
 from simnet.scenario.load import BUNDLED, load_scenario
+from simnet.real.tls import write_credential
 
 pytestmark = pytest.mark.envoy
 
@@ -47,10 +48,8 @@ def test_bundled_scenario_bootstraps_pass_envoy_validate(path, identity_ca, tmp_
         seen.add(inst.proxy.app_ports)
         pair = pki.instance_identity(identity_ca, inst.guid, inst.container_ip,
                                      now=datetime.now(timezone.utc) - timedelta(minutes=1))
-        cert, key = tmp_path / f"{inst.guid}.crt", tmp_path / f"{inst.guid}.key"
-        cert.write_bytes(pki.chain_pem(pair))
-        key.write_bytes(pki.key_pem(pair))
-        files = CertFiles(str(cert), str(key), trusted_ca=str(tmp_path / "ca.crt"))
+        cert, key = write_credential(tmp_path, inst.guid, pair)
+        files = CertFiles(cert, key, trusted_ca=str(tmp_path / "ca.crt"))
         bootstrap = sidecar_bootstrap(inst.proxy, guid=inst.guid, proxy=scenario.proxy,
                                       cert_files=files, app_address=inst.container_ip)
         validate(bootstrap)  # raises EnvoyError with Envoy's own complaint

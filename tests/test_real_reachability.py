@@ -33,6 +33,7 @@ from simnet.real.netfilter import load_rules
 from simnet.real.netns import CellTopology, list_namespaces
 from simnet.real.reach import EchoServer, RoundTrip, round_trip
 from simnet.scenario.schema import Scenario
+from simnet.real.tls import write_credential
 
 pytestmark = [pytest.mark.netns, pytest.mark.envoy, pytest.mark.usefixtures("kernel_netns")]
 
@@ -84,10 +85,7 @@ def credentials(directory: Path, s: Scenario, guid: str, container_ip: str) -> C
                         *s.proxy.trusted_ca_certificates}}
 
     def write(name: str, pair: pki.KeyPair) -> tuple[str, str]:
-        chain, key = directory / f"{name}.crt", directory / f"{name}.key"
-        chain.write_bytes(pki.chain_pem(pair))
-        key.write_bytes(pki.key_pem(pair))
-        return str(chain), str(key)
+        return write_credential(directory, name, pair)
 
     identity = write("identity", pki.instance_identity(cas[s.cells.instance_identity_ca], guid,
                                                        container_ip, now=now))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from simnet.model import pki
+from simnet.real.tls import write_credential
 from tests.test_cli import simnet
 
 GUID = "6b1c5e0a-4f2d-4c1e-8a7b-0d9e3f2a1b4c"
@@ -26,9 +27,7 @@ def files(tmp_path_factory) -> dict[str, str]:
     out = {}
 
     def pair(name, kp):
-        out[f"{name}.crt"], out[f"{name}.key"] = str(d / f"{name}.crt"), str(d / f"{name}.key")
-        Path(out[f"{name}.crt"]).write_bytes(pki.chain_pem(kp))
-        Path(out[f"{name}.key"]).write_bytes(pki.key_pem(kp))
+        out[f"{name}.crt"], out[f"{name}.key"] = write_credential(d, name, kp)
 
     def bundle(name, *cas):
         out[name] = str(d / name)

@@ -22,11 +22,11 @@ from hypothesis import strategies as st
 
 from simnet.model import pki
 from simnet.model.certpath import Verifier
-from simnet.model.envoy import CertFiles, sidecar_bootstrap
+from simnet.model.envoy import CertFiles
 from simnet.model.handshake import handshake
 from simnet.model.pki import Defect
 from simnet.model.tls import sidecar_listener
-from simnet.real.tls import envoy_handshake, observable
+from simnet.real.tls import envoy_handshake, observable, write_credential
 from simnet.scenario.schema import Proxy
 from tests.tls_strategies import (CAS, CLIENT_NAME, HANDSHAKES, SERVER_NAME, Case, build, cases,
                                   server_credential)
@@ -55,11 +55,10 @@ def compare(case: Case, http2: bool, *, connector=None, verifier=Verifier.OPENSS
     client, client_key, _, _ = build(case, H, now, server_verifier=Verifier.BORINGSSL)
     client = replace(client, verifier=verifier)
     with tempfile.TemporaryDirectory(prefix="simnet-envoy-tls-") as d:
-        chain, key, ca = Path(d, "chain.pem"), Path(d, "key.pem"), Path(d, "trusted.pem")
-        chain.write_bytes(pki.chain_pem(served))
-        key.write_bytes(pki.key_pem(served))
+        ca = Path(d, "trusted.pem")
         ca.write_bytes(pki.bundle_pem(*trusted))
-        files = CertFiles(str(chain), str(key), str(ca) if proxy.trusted_ca_certificates else None)
+        files = CertFiles(*write_credential(Path(d), "sidecar", served),
+                          str(ca) if proxy.trusted_ca_certificates else None)
         run = envoy_handshake(client, client_key, proxy, files, guid=SERVER_NAME,
                               connector=connector)
     listener = sidecar_listener(proxy, run.listen_port, (served.cert, *served.chain), trusted)

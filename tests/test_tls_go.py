@@ -23,7 +23,6 @@ from simnet.model import pki
 from simnet.model.certpath import Verifier
 from simnet.model.handshake import handshake
 from simnet.model.pki import Defect
-from simnet.model.tls import verdict
 from simnet.real.gotls import go_connect, go_version
 from simnet.real.tls import OpenSSLServer, observable, observed
 from tests.test_tls_envoy import BASE, compare as envoy_compare
@@ -88,15 +87,3 @@ def test_model_predicts_go_against_envoy(case, http2):
     if case.require_client_cert and not case.server_trusts:
         case = replace(case, server_trusts=frozenset({"root"}))
     envoy_compare(case, http2, connector=go_connect, verifier=Verifier.GO)
-
-
-def test_statuses_for_go_failures_are_gorouters():
-    """The verdicts of the Go cases above, for the failure kinds gorouter distinguishes."""
-    now = datetime.now(timezone.utc)
-    statuses = {}
-    for defects in ({Defect.WRONG_SAN}, {Defect.EXPIRED}, {Defect.UNTRUSTED_CA}):
-        client, _, server, _ = build(replace(BASE, server_defects=frozenset(defects)), H, now,
-                                     server_verifier=Verifier.BORINGSSL)
-        statuses[min(defects).value] = verdict(handshake(replace(client, verifier=Verifier.GO),
-                                                         server, now)).status
-    assert statuses == {"wrong_san": 503, "expired": 526, "untrusted_ca": 526}

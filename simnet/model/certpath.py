@@ -72,6 +72,9 @@ class PathError(IntEnum):
         """OpenSSL's ``X509_verify_cert_error_string``."""
         return _MESSAGES[self]
 
+    def to_json(self) -> dict:
+        return {"code": int(self), "name": self.name, "message": self.message}
+
 
 _UNTRUSTED = frozenset({PathError.UNABLE_TO_GET_ISSUER_CERT, PathError.DEPTH_ZERO_SELF_SIGNED_CERT,
                         PathError.SELF_SIGNED_CERT_IN_CHAIN,

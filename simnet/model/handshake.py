@@ -198,9 +198,7 @@ class Outcome:
             "reason": self.reason.value,
             "rejected_by": self.rejected_by,
             "alert": self.alert,
-            "verify_error": None if self.verify_error is None else {
-                "code": int(self.verify_error), "name": self.verify_error.name,
-                "message": self.verify_error.message},
+            "verify_error": None if self.verify_error is None else self.verify_error.to_json(),
             "tls_version": self.version,
             "alpn": self.alpn,
         }

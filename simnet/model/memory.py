@@ -34,9 +34,6 @@ DEFAULT_MARGIN = 0.10  # the calibrated model is checked to within 10% of the re
 CALIBRATION_RESOURCE = "envoy_memory.json"
 
 
-def seed_rule_mb(peak_connections: int) -> int:
-    """The seed's suggested additional allocation: 10 + 0.03*N, rounded to the nearest MB."""
-    return round(10 + 0.03 * peak_connections)
 
 
 @dataclass(frozen=True)
@@ -60,7 +57,13 @@ class Footprint:
 
 
 SEED = Footprint(SEED_BASE_MB, SEED_PER_CONNECTION_KB)
+SEED_RULE = Footprint(10.0, 30.0)  # the seed's allocation rule 10 + 0.03*N, as a line
 NO_PROXY = Footprint(0.0, 0.0)
+
+
+def seed_rule_mb(peak_connections: int) -> int:
+    """The seed's suggested additional allocation: 10 + 0.03*N, rounded to the nearest MB."""
+    return round(SEED_RULE.memory_mb(peak_connections))
 
 
 @dataclass(frozen=True)

@@ -355,9 +355,10 @@ def cert_pem(pair: KeyPair | x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def key_pem(pair: KeyPair) -> bytes:
+def key_pem(pair: KeyPair | rsa.RSAPrivateKey) -> bytes:
     """The private key as PKCS#1 ``RSA PRIVATE KEY`` PEM, unencrypted, as the executor writes it."""
-    return pair.key.private_bytes(
+    key = pair.key if isinstance(pair, KeyPair) else pair
+    return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.TraditionalOpenSSL,
         serialization.NoEncryption(),

@@ -19,12 +19,12 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from simnet.model import pki
 from simnet.model.certpath import PathError, Verifier
 from simnet.model.handshake import Client
-from simnet.real.tls import IO_TIMEOUT_S, ClientView, pem_text
+from simnet.real.tls import IO_TIMEOUT_S, ClientView
 
 SOURCE = Path(__file__).with_name("goprobe") / "main.go"
 BUILD_TIMEOUT_S = 600
@@ -125,13 +125,12 @@ def go_connect(client: Client, key: rsa.RSAPrivateKey | None, address: tuple[str
         raise ValueError("gorouter always names the server (the route's server_cert_domain_san)")
     request = {
         "address": f"{address[0]}:{address[1]}", "server_name": client.server_name,
-        "roots_pem": pem_text(client.trusted), "alpn": list(client.alpn),
+        "roots_pem": pki.bundle_pem(*client.trusted).decode(), "alpn": list(client.alpn),
         "min_version": client.min_version, "max_version": client.max_version,
         "timeout_ms": int(timeout_s * 1000),
         "cipher_suites": [GO_SUITES[c] for c in client.ciphers or ()],
-        "cert_pem": pem_text(client.chain) if client.chain else "",
-        "key_pem": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                     serialization.NoEncryption()).decode() if client.chain else "",
+        "cert_pem": pki.bundle_pem(*client.chain).decode() if client.chain else "",
+        "key_pem": pki.key_pem(key).decode() if client.chain else "",
     }
     proc = subprocess.run([str(probe_path())], input=json.dumps(request), capture_output=True,
                           text=True, timeout=timeout_s + 5)

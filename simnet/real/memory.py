@@ -34,6 +34,7 @@ from simnet.model.envoy import LISTENER_KINDS, CertFiles, kind_bootstrap
 from simnet.model.ports import proxy_ports
 from simnet.real.envoy import EnvoyProcess
 from simnet.real.netns import Namespace
+from simnet.real.tls import write_credential
 
 APP_PORT = 9000  # inside the measurement namespace: nothing else listens there
 HTTP_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
@@ -165,7 +166,6 @@ class HoldingApp:
 
 @dataclass
 class _Credentials:
-    directory: Path
     files: CertFiles
     client_chain: str
     client_key: str
@@ -182,12 +182,9 @@ def _credentials() -> Iterator[_Credentials]:
                                     key=pki.shared_key("memory/router"))
     with tempfile.TemporaryDirectory(prefix="simnet-memory-") as d:
         p = Path(d)
-        for name, data in (("id.crt", pki.chain_pem(server)), ("id.key", pki.key_pem(server)),
-                           ("ca.crt", pki.bundle_pem(h.root)), ("router.crt", pki.chain_pem(client)),
-                           ("router.key", pki.key_pem(client))):
-            (p / name).write_bytes(data)
-        yield _Credentials(p, CertFiles(str(p / "id.crt"), str(p / "id.key"), str(p / "ca.crt")),
-                           str(p / "router.crt"), str(p / "router.key"))
+        (p / "ca.crt").write_bytes(pki.bundle_pem(h.root))
+        router = write_credential(p, "router", client)
+        yield _Credentials(CertFiles(*write_credential(p, "id", server), str(p / "ca.crt")), *router)
 
 
 def _client_context(kind: str, creds: _Credentials) -> ssl.SSLContext | None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import queue
-import shutil
 import socket
 import ssl
 import tempfile
@@ -28,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from simnet.model import pki
 from simnet.model.certpath import PathError, Verifier
 from simnet.model.envoy import CertFiles, sidecar_bootstrap
 from simnet.model.handshake import TLS12, TLS13, Client, Outcome, Reason, Server, path_reason
@@ -48,29 +47,24 @@ _SERVER_ERRORS = {  # what OpenSSL's server-side reason strings mean in the mode
 }
 
 
-def pem_text(certs: Sequence[x509.Certificate]) -> str:
-    """Certificates as one PEM text."""
-    return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certs)
-
-
-def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+def write_credential(directory: Path, name: str, pair: pki.KeyPair | tuple
+                     ) -> tuple[str, str]:
+    """``name.crt`` (the chain as sent: leaf first) and ``name.key`` in ``directory``, the key
+    readable by its owner only; ``pair`` is a ``KeyPair`` or (chain, key)."""
+    chain, key = ((pair.cert, *pair.chain), pair.key) if isinstance(pair, pki.KeyPair) else pair
+    cert, keyfile = Path(directory, f"{name}.crt"), Path(directory, f"{name}.key")
+    cert.write_bytes(pki.bundle_pem(*chain))
+    keyfile.write_bytes(pki.key_pem(key))
+    os.chmod(keyfile, 0o600)
+    return str(cert), str(keyfile)
 
 
 @contextmanager
 def _credential_files(chain: Sequence[x509.Certificate], key: rsa.RSAPrivateKey
                       ) -> Iterator[tuple[str, str]]:
     """Chain and key in a private temp dir (``ssl`` loads credentials only from files)."""
-    d = tempfile.mkdtemp(prefix="simnet-tls-")
-    try:
-        cert, keyfile = Path(d, "chain.pem"), Path(d, "key.pem")
-        cert.write_text(pem_text(chain))
-        keyfile.write_bytes(_key_pem(key))
-        os.chmod(keyfile, 0o600)
-        yield str(cert), str(keyfile)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="simnet-tls-") as d:
+        yield write_credential(Path(d), "credential", (chain, key))
 
 
 def _common(ctx: ssl.SSLContext, alpn, min_version, max_version, ciphers) -> None:
@@ -90,7 +84,7 @@ def client_context(client: Client, key: rsa.RSAPrivateKey | None) -> ssl.SSLCont
     ctx.check_hostname = client.server_name is not None
     ctx.verify_mode = ssl.CERT_REQUIRED
     if client.trusted:
-        ctx.load_verify_locations(cadata=pem_text(client.trusted))
+        ctx.load_verify_locations(cadata=pki.bundle_pem(*client.trusted).decode())
     if client.chain:
         if key is None:
             raise ValueError("a client certificate needs its key")
@@ -108,7 +102,7 @@ def server_context(server: Server, key: rsa.RSAPrivateKey) -> ssl.SSLContext:
     with _credential_files(server.chain, key) as (cert, keyfile):
         ctx.load_cert_chain(cert, keyfile)
     if server.trusted_client_cas:
-        ctx.load_verify_locations(cadata=pem_text(server.trusted_client_cas))
+        ctx.load_verify_locations(cadata=pki.bundle_pem(*server.trusted_client_cas).decode())
     if server.require_client_cert:
         ctx.verify_mode = ssl.CERT_REQUIRED
     _common(ctx, server.alpn, server.min_version, server.max_version, server.ciphers)

@@ -527,10 +527,10 @@ KIND_COLOURS = {"tcp": "#1f77b4", "tls": "#ff7f0e", "mtls": "#9467bd", "http1": 
 def _draw_seed(ax, xmax: float, *, ours: bool = False, rule: bool = False) -> None:
     """Seed 002's Envoy (5-10 MB + 30 KB per connection) as a band with its midline; ``rule``
     adds its allocation rule, 10 + 0.03*N MB."""
-    from simnet.model.memory import SEED
+    from simnet.model.memory import KB_PER_MB, SEED, SEED_RULE
 
     x = np.array([0.0, xmax])
-    per_mb = SEED.per_connection_kb / 1000
+    per_mb = SEED.per_connection_kb / KB_PER_MB
     ax.fill_between(x, 5 + per_mb * x, 10 + per_mb * x, color=SEED_COLOUR, alpha=0.15,
                     linewidth=0, label="_seed band")
     ax.plot(x, SEED.base_mb + per_mb * x, color="#212529" if ours else SEED_COLOUR,
@@ -538,7 +538,7 @@ def _draw_seed(ax, xmax: float, *, ours: bool = False, rule: bool = False) -> No
             label="seed 002 (2017 Envoy): 5-10 MB + 30 KB/connection"
                   + (": this scenario's model" if ours else ""))
     if rule:
-        ax.plot(x, 10 + 0.03 * x, color="#212529", linewidth=1.1, linestyle=(0, (1, 2)),
+        ax.plot(x, [SEED_RULE.memory_mb(n) for n in x], color="#212529", linewidth=1.1, linestyle=(0, (1, 2)),
                 label="seed's rule: additional allocation 10 + 0.03*N MB")
 
 

@@ -119,9 +119,10 @@ class Router:
                 verdict, conn = yield from self._dial(ep, out)
                 if verdict is not Verdict.OK:
                     status = verdict.status
+                    if verdict.prunable:
+                        self._prune(host, ep)
                     if not verdict.retriable:
                         return status
-                    self._prune(host, ep)
                     tried = (tried or []) + [ep]
                     continue
                 sc, epoch = conn
