@@ -48,6 +48,7 @@ def deployment_facts(d: Deployment) -> dict:
         "backend_tls_verdict": d.backend_verdict.name,
         "routes": {h: [f"{e.address[0]}:{e.address[1]} ({e.app} {e.guid}{', tls' if e.tls else ''})"
                        for e in eps] for h, eps in sorted(d.routes.items())},
+        "route_weights": {h: dict(w) for h, w in sorted(d.weights.items())},
         "instances": [
             {"guid": i.guid, "app": i.app, "index": i.index, "cell": i.cell,
              "container_ip": i.container_ip,
@@ -78,6 +79,8 @@ def simulate_and_report(scenario: Scenario, deployment: Deployment, reports_dir:
     reach = reach_matrix(deployment)
     facts = {"simnet_version": __version__, **deployment_facts(deployment),
              "reachability": {"limits": list(reach.limits), "ports": reach.facts()},
+             # each push or route mapping: when routers had it, and the 404/503s meanwhile
+             "control_plane_changes": metrics.windows(deployment.changes),
              "wall_s": round(wall, 3)}  # wall time: shown in the HTML, kept out of summary.json
     files = write_report(scenario, metrics, reports_dir / scenario.name, facts=facts,
                          reach=reach)

@@ -116,3 +116,47 @@ faults: [{kind: move, at_s: 1, app: a, instance: 0, reused_by: b}]
     assert served[victim.address].guid == newcomer.guid and served[victim.address].tls
     new_a = dict(d.events[3].routes)["a.example.com"]
     assert victim not in new_a and len(new_a) == 2
+
+
+def test_sidecar_processes_share_the_quota_of_the_process_types_they_name():
+    """Seeds 000/004: a sidecar runs inside the app container, so its memory comes out of the
+    same quota -- but only beside the process types it names (a `worker` sidecar does not run
+    in the `web` container)."""
+    s, _ = load_text("""
+name: sc
+cells: {count: 1, memory_mb: 4096}
+apps:
+  - name: web-app
+    memory_mb: 512
+    memory_used_mb: 100
+    sidecars:
+      - {name: config-server, ports: [8082], memory_mb: 40}
+      - {name: queue-drainer, process_types: [worker], memory_mb: 70}
+""", "sc.yaml")
+    (inst,) = derive(s).instances
+    assert inst.quota_mb == 512
+    assert inst.base_used_mb == 100 + 40
+
+
+def test_app_port_and_ingress_port_are_separate():
+    """Seed 000's "Improvements": the port the app listens on ($PORT, CF_INSTANCE_PORTS
+    internal) and the port ingress lands on (the TLS proxy's) differ, with no change to the
+    app's ports or route mappings; without the proxy they are one and the same."""
+    text = """
+name: sep
+cells: {{count: 1, memory_mb: 4096}}
+proxy: {{enabled: {proxy}}}
+apps: [{{name: a, ports: [8080]}}]
+routes: [{{host: a.example.com, app: a, port: 8080}}]
+routers: {{backends: {{enabled: {proxy}}}}}
+"""
+    with_proxy = derive(load_text(text.format(proxy="true"), "p.yaml")[0])
+    (inst,) = with_proxy.instances
+    (ep,) = with_proxy.routes["a.example.com"]
+    landing = next(p for p, h in inst.host_ports.items() if h == ep.address[1])
+    assert landing == inst.proxy.proxy_for(8080) == 61001 and ep.tls
+    assert inst.cf_instance_ports[0]["internal"] == 8080
+    without = derive(load_text(text.format(proxy="false"), "n.yaml")[0])
+    (inst,) = without.instances
+    (ep,) = without.routes["a.example.com"]
+    assert next(p for p, h in inst.host_ports.items() if h == ep.address[1]) == 8080

@@ -93,8 +93,9 @@ def test_seed_specific_details():
 
     k8s, _ = load_scenario(bundled("cf-for-k8s"))
     assert k8s.platform == "istio" and k8s.ingress.kind == "istio_gateway"
-    assert len(k8s.apps) == 2 and len(k8s.routes) == 3
-    assert len({r.host for r in k8s.routes if r.app == k8s.apps[1].name}) == 2
+    assert len(k8s.apps) == 2 and len({r.host for r in k8s.routes}) == 3
+    assert len({r.host for r in k8s.routes if r.app == k8s.apps[1].name}) == 3  # incl. the split
+    assert sorted(r.weight for r in k8s.routes if r.weight) == [20, 80]
 
     bosh, _ = load_scenario(bundled("bosh-istio"))
     assert bosh.platform == "bosh"

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from simnet.errors import PortRangeExhausted
+from simnet.model.gateway import gateway_destinations
 from simnet.model.interception import CapturedPath, bosh_client, bosh_vip, istio_inbound
 from simnet.model.memory import (NO_PROXY, Footprint, additional_allocation_mb, footprint,
                                  listener_kind)
@@ -57,6 +58,10 @@ class Endpoint:
     guid: str  # server_cert_domain_san for TLS routes
     app: str
     tls: bool
+    service: str = ""  # cf-for-k8s: the Kubernetes Service (route destination) it stands behind
+
+
+Weights = tuple[tuple[str, int], ...]  # (Service, weight) of a host's route, in order
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,17 @@ class Event:
     kind: str  # "stop" | "start" | "routes" | "cert_expired" | "cert_rotated"
     guid: str = ""
     routes: tuple[tuple[str, tuple[Endpoint, ...]], ...] = ()
+    weights: tuple[tuple[str, Weights], ...] = ()  # hosts whose destination weights changed
+
+
+@dataclass(frozen=True)
+class Change:
+    """A control-plane change (``cf push``, ``cf map-route``) and when routers have it."""
+
+    at_s: float
+    effective_s: float
+    what: str
+    hosts: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -93,6 +109,9 @@ class Deployment:
     # route host -> how a client's connection to it leaves the client's host (bosh: via the
     # VM's VIP rule into its local Envoy, or not); hosts not listed go straight to the ingress
     client_paths: dict[str, CapturedPath] = field(default_factory=dict)
+    # cf-for-k8s: host -> the weights of its route's destinations (Services) at t=0
+    weights: dict[str, Weights] = field(default_factory=dict)
+    changes: tuple[Change, ...] = ()  # pushes and route mappings after t=0
 
     def instance(self, guid: str) -> Instance:
         return next(i for i in self.instances if i.guid == guid)
@@ -183,17 +202,19 @@ def _make_instance(s: Scenario, app: App, index: int, generation: int, cell: int
         cf_instance_ports=tuple(instance_ports(app.ports, pp, start, unproxied)),
         host_ports=host,
         quota_mb=app.memory_mb + extra_mb,
-        base_used_mb=used + sum(sc.memory_mb for sc in app.sidecars),
+        # sidecar processes run beside the process types they name, inside its quota
+        base_used_mb=used + sum(sc.memory_mb for sc in app.sidecars
+                                if app.process_type in sc.process_types),
         envoy=(footprint(s.proxy.memory, listener_kind(s.proxy), len(pp.mappings))
                if pp is not None else NO_PROXY),
     )
 
 
-def _endpoint(s: Scenario, inst: Instance, port: int) -> Endpoint:
+def _endpoint(s: Scenario, inst: Instance, port: int, service: str = "") -> Endpoint:
     """Where a router reaches ``port`` of an instance, per platform."""
     if s.platform == "istio":
         # The ingress gateway dials the pod IP; iptables captures it into Envoy's 15006.
-        return Endpoint((inst.container_ip, port), inst.guid, inst.app, tls=True)
+        return Endpoint((inst.container_ip, port), inst.guid, inst.app, tls=True, service=service)
     if s.platform == "bosh":
         # The client VM's own Envoy dials the instance directly (the prototype has no mTLS).
         return Endpoint((inst.container_ip, port), inst.guid, inst.app, tls=False)
@@ -202,12 +223,32 @@ def _endpoint(s: Scenario, inst: Instance, port: int) -> Endpoint:
     return Endpoint((inst.cell_ip, inst.host_ports[container_port]), inst.guid, inst.app, tls)
 
 
-def _route_table(s: Scenario, instances: list[Instance]) -> dict[str, tuple[Endpoint, ...]]:
+@dataclass(frozen=True)
+class _Table:
+    """The routers' view at one moment: endpoints per host and, on cf-for-k8s, the weights of
+    each host's destinations. A host with no endpoints is still known where a route object
+    exists without instances (Istio: a VirtualService whose Service has no ready pod -> 503);
+    gorouter and the BOSH pilot only know hosts with registered instances (else 404)."""
+
+    endpoints: dict[str, tuple[Endpoint, ...]]
+    weights: dict[str, Weights]
+
+
+def _route_table(s: Scenario, instances: list[Instance], mapped: frozenset[int]) -> _Table:
     table: dict[str, list[Endpoint]] = {}
-    for r in s.routes:
-        eps = table.setdefault(r.host, [])
-        eps.extend(_endpoint(s, i, r.port) for i in instances if i.app == r.app)
-    return {h: tuple(e) for h, e in table.items()}
+    weights: dict[str, Weights] = {}
+    if s.platform == "istio":
+        for host, destinations in gateway_destinations(s, mapped).items():
+            eps = table.setdefault(host, [])
+            for d in destinations:
+                eps.extend(_endpoint(s, i, d.port, d.service) for i in instances if i.app == d.app)
+            weights[host] = tuple((d.service, d.weight) for d in destinations)
+        return _Table({h: tuple(e) for h, e in table.items()}, weights)
+    for k, r in enumerate(s.routes):
+        if k in mapped:
+            eps = table.setdefault(r.host, [])
+            eps.extend(_endpoint(s, i, r.port) for i in instances if i.app == r.app)
+    return _Table({h: tuple(e) for h, e in table.items() if e}, weights)
 
 
 def _configuration_problems(s: Scenario) -> Iterator[tuple[Loc, str]]:
@@ -252,21 +293,26 @@ def derive(s: Scenario) -> Deployment:
             )))
     if problems:
         raise DeriveError(problems)
-    initial = list(instances)
-    events, started = _fault_events(s, initial, cells, extra, problems)
+    pushed_later = {a.name for a in s.apps if a.start_s > 0}
+    initial = [i for i in instances if i.app not in pushed_later]
+    mapped = frozenset(k for k, r in enumerate(s.routes) if r.at_s == 0)
+    events, started, changes = _timeline(s, instances, cells, extra, problems)
     if problems:
         raise DeriveError(problems)
     instances += started
+    table = _route_table(s, initial, mapped)
     return Deployment(
         scenario=s,
         additional_mb=extra,
         backend_verdicts=backend_verdicts(s),
         instances=tuple(instances),
-        routes=_route_table(s, initial),
+        routes=table.endpoints,
         running=tuple(i.guid for i in initial),
         listeners={i.guid: tuple(_listeners(s, i)) for i in instances},
         events=tuple(sorted(events, key=lambda e: e.at_s)),
         client_paths=_client_paths(s),
+        weights=table.weights,
+        changes=tuple(changes),
     )
 
 
@@ -301,16 +347,51 @@ def _listeners(s: Scenario, inst: Instance) -> Iterator[tuple[Address, Listener]
         yield (inst.cell_ip, host_port), Listener(inst.guid, inst.app, port in tls_ports)
 
 
-def _fault_events(s: Scenario, instances: list[Instance], cells: _Cells, extra: int,
-                  problems: list[tuple[Loc, str]]) -> tuple[list[Event], list[Instance]]:
-    """Faults as stop/start events and the delayed route updates routers will see, with the
-    instances that faults start (moved instances and the ones that take their place)."""
+def _timeline(s: Scenario, instances: list[Instance], cells: _Cells, extra: int,
+              problems: list[tuple[Loc, str]]) -> tuple[list[Event], list[Instance], list[Change]]:
+    """Faults, pushes and route mappings in time order, as stop/start events and the delayed
+    route updates routers will see; with the instances faults start (moved instances and the
+    ones that take their place) and the control-plane changes the report follows."""
     events: list[Event] = []
     started: list[Instance] = []
-    live = list(instances)
+    changes: list[Change] = []
+    later = {a.name for a in s.apps if a.start_s > 0}
+    live = [i for i in instances if i.app not in later]
+    mapped = frozenset(k for k, r in enumerate(s.routes) if r.at_s == 0)
     delay = s.routers.route_propagation_delay_s
     generation = 0
-    for n, f in enumerate(s.faults):
+
+    def update(at: float, before: _Table, after: _Table) -> None:
+        events.append(_changed(before, after, at + delay))
+
+    def hosts(routes) -> tuple[str, ...]:
+        return tuple(sorted({r.host for r in routes}))
+
+    steps = sorted(
+        [(f.at_s, 0, n) for n, f in enumerate(s.faults)]
+        + [(a.start_s, 1, n) for n, a in enumerate(s.apps) if a.start_s > 0]
+        + [(at, 2, n) for n, at in enumerate(sorted({r.at_s for r in s.routes if r.at_s > 0}))])
+    for at, kind, n in steps:
+        if kind == 1:  # cf push: the app's instances start; routes to them follow
+            app = s.apps[n]
+            new = [i for i in instances if i.app == app.name]
+            events += [Event(at, "start", i.guid) for i in new]
+            update(at, _route_table(s, live, mapped), _route_table(s, live + new, mapped))
+            live += new
+            changes.append(Change(at, at + delay, f"push {app.name}",
+                                  hosts(r for r in s.routes if r.app == app.name)))
+            continue
+        if kind == 2:  # cf map-route, every mapping made at this moment
+            now = frozenset(k for k, r in enumerate(s.routes) if r.at_s == at)
+            update(at, _route_table(s, live, mapped), _route_table(s, live, mapped | now))
+            mapped |= now
+            what = "; ".join(
+                f"map {r.host}{r.path} -> {r.app}:{r.port}"
+                + (f" weight {r.weight}" if r.weight is not None else "")
+                for r in (s.routes[k] for k in sorted(now)))
+            changes.append(Change(at, at + delay, what, hosts(s.routes[k] for k in now)))
+            continue
+        f = s.faults[n]
         victim = next(i for i in live if i.app == f.app and i.index == f.instance)
         if f.kind == "expire_certificate":
             events.append(Event(f.at_s, "cert_expired", victim.guid))
@@ -318,16 +399,16 @@ def _fault_events(s: Scenario, instances: list[Instance], cells: _Cells, extra: 
                 fresh = f.at_s + f.rotated_after_s
                 events.append(Event(fresh, "cert_rotated", victim.guid))
                 # the next route registration puts the endpoint routers pruned back
-                events.append(Event(fresh + delay, "routes", routes=_hosts_of(s, live, victim.app)))
+                events.append(_reregistered(s, live, mapped, victim.app, fresh + delay))
             continue
         if f.kind == "kill":
             events.append(Event(f.at_s, "stop", victim.guid))
             without = [i for i in live if i is not victim]
-            events.append(Event(f.at_s + delay, "routes", routes=_changed(s, live, without)))
+            update(f.at_s, _route_table(s, live, mapped), _route_table(s, without, mapped))
             if f.restart_after_s is not None:
                 back = f.at_s + f.restart_after_s
                 events.append(Event(back, "start", victim.guid))
-                events.append(Event(back + delay, "routes", routes=_changed(s, without, live)))
+                update(back, _route_table(s, without, mapped), _route_table(s, live, mapped))
             continue
         generation += 1
         moved, newcomer = _move(s, f, victim, live, cells, extra, generation, n, problems)
@@ -336,10 +417,10 @@ def _fault_events(s: Scenario, instances: list[Instance], cells: _Cells, extra: 
         started += [moved, newcomer]
         after = [i for i in live if i is not victim] + [moved, newcomer]
         events += [Event(f.at_s, "stop", victim.guid), Event(f.at_s, "start", newcomer.guid),
-                   Event(f.at_s, "start", moved.guid),
-                   Event(f.at_s + delay, "routes", routes=_changed(s, live, after))]
+                   Event(f.at_s, "start", moved.guid)]
+        update(f.at_s, _route_table(s, live, mapped), _route_table(s, after, mapped))
         live = after
-    return events, started
+    return events, started, changes
 
 
 def _move(s: Scenario, f: MoveFault, victim: Instance, live: list[Instance], cells: _Cells,
@@ -386,14 +467,20 @@ def _reuse_host_ports(victim: Instance, newcomer: Instance) -> dict[int, int]:
     return ports
 
 
-def _hosts_of(s: Scenario, live: list[Instance], app: str
-              ) -> tuple[tuple[str, tuple[Endpoint, ...]], ...]:
+def _reregistered(s: Scenario, live: list[Instance], mapped: frozenset[int], app: str,
+                  at: float) -> Event:
     """The full route table entries of every host routed to ``app`` (a re-registration)."""
-    table = _route_table(s, live)
-    return tuple((h, table.get(h, ())) for h in sorted({r.host for r in s.routes if r.app == app}))
+    table = _route_table(s, live, mapped)
+    hosts = sorted({r.host for k, r in enumerate(s.routes) if r.app == app and k in mapped})
+    return Event(at, "routes", routes=tuple((h, table.endpoints.get(h, ())) for h in hosts))
 
 
-def _changed(s: Scenario, before: list[Instance], after: list[Instance]
-             ) -> tuple[tuple[str, tuple[Endpoint, ...]], ...]:
-    old, new = _route_table(s, before), _route_table(s, after)
-    return tuple((h, new.get(h, ())) for h in sorted(set(old) | set(new)) if old.get(h) != new.get(h))
+def _changed(old: _Table, new: _Table, at: float) -> Event:
+    """The route update that turns ``old`` into ``new``: changed hosts with their new entries
+    (no entry: the host is gone) and the hosts whose weights changed."""
+    hosts = sorted(set(old.endpoints) | set(new.endpoints))
+    routes = tuple((h, new.endpoints.get(h, ())) for h in hosts
+                   if old.endpoints.get(h) != new.endpoints.get(h))
+    weights = tuple((h, new.weights.get(h, ())) for h in sorted(set(old.weights) | set(new.weights))
+                    if old.weights.get(h) != new.weights.get(h))
+    return Event(at, "routes", routes=routes, weights=weights)

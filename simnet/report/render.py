@@ -312,6 +312,7 @@ def context(scenario: Scenario, metrics: Metrics, pngs: Mapping[str, bytes],
             for file, _fn, heading, caption in SHOWN_FIGURES if file in pngs
         ],
         "instances": instances, "instances_cut": instances_cut,
+        "changes": facts.get("control_plane_changes", []),
         "facts": _node(stable) if (stable := {k: v for k, v in facts.items()
                                               if not is_volatile(k)}) else None,
         "volatile": [(k, _scalar(v)) for k, v in facts.items() if is_volatile(k)],

@@ -457,11 +457,12 @@ class _Parts:
     clients: list[Client | None]
     faults: list[Any]
     duration_s: float | None
+    platform: str | None = None
 
     @classmethod
     def of(cls, s: Scenario) -> _Parts:
         return cls(list(s.apps), {a.name for a in s.apps}, list(s.routes), list(s.clients),
-                   list(s.faults), s.duration_s)
+                   list(s.faults), s.duration_s, s.platform)
 
     @classmethod
     def of_raw(cls, data: dict) -> _Parts:
@@ -489,8 +490,10 @@ class _Parts:
         if not (isinstance(duration, (int, float)) and not isinstance(duration, bool)
                 and 0 < duration <= 86_400):
             duration = None
+        platform = data.get("platform", Scenario.model_fields["platform"].default)
         return cls(apps, names, each("routes", _ROUTE), each("clients", _CLIENT) or [],
-                   each("faults", _FAULT) or [], duration)
+                   each("faults", _FAULT) or [], duration,
+                   platform if isinstance(platform, str) else None)
 
 
 _APP = TypeAdapter(App)
@@ -526,6 +529,9 @@ def _references(p: _Parts) -> Iterator[tuple[Loc, str]]:
                         "network namespace, so two processes cannot listen on it"
                     )
                 owner.setdefault(port, sc.name)
+        if p.duration_s is not None and app.start_s >= p.duration_s:
+            yield ("apps", i, "start_s"), (
+                f"at or after the end of the run ({p.duration_s:g} s): this app never starts")
     names = p.app_names
 
     def unknown(name: str) -> bool:
@@ -544,6 +550,9 @@ def _references(p: _Parts) -> Iterator[tuple[Loc, str]]:
             yield ("routes", i, "port"), (
                 f"app {r.app!r} does not listen on {r.port} (its ports: {apps[r.app].ports})"
             )
+        if p.duration_s is not None and r.at_s >= p.duration_s:
+            yield ("routes", i, "at_s"), f"at or after the end of the run ({p.duration_s:g} s)"
+    yield from _weight_problems(p)
     for i, c in enumerate(p.clients):
         if c is None:
             continue
@@ -568,6 +577,9 @@ def _references(p: _Parts) -> Iterator[tuple[Loc, str]]:
             )
         if p.duration_s is not None and f.at_s > p.duration_s:
             yield ("faults", i, "at_s"), f"after the end of the run ({p.duration_s:g} s)"
+        elif f.app in apps and f.at_s < apps[f.app].start_s:
+            yield ("faults", i, "at_s"), (
+                f"app {f.app!r} is pushed at {apps[f.app].start_s:g} s: no instance runs yet")
         if f.kind == "move":
             if unknown(f.reused_by):
                 yield ("faults", i, "reused_by"), f"no app named {f.reused_by!r}"
@@ -576,6 +588,43 @@ def _references(p: _Parts) -> Iterator[tuple[Loc, str]]:
                     "must be another app: the move fault tests that a stale route to the old "
                     "address never reaches a different app"
                 )
+
+
+def _weight_problems(p: _Parts) -> Iterator[tuple[Loc, str]]:
+    """Weights are cf-for-k8s's: at every moment, all or none of a route's destinations carry
+    one, and they sum to 100 (the RouteController rejects anything else). Mapping an app's port
+    to the route again later sets its new weight."""
+    groups: dict[tuple[str, str], list[tuple[int, Route]]] = {}
+    for i, r in enumerate(p.routes or []):
+        if r is not None:
+            groups.setdefault((r.host, r.path), []).append((i, r))
+    for (host, path), members in groups.items():
+        if all(r.weight is None for _, r in members):
+            continue
+        if p.platform not in (None, "istio"):
+            for i, r in members:
+                if r.weight is not None:
+                    yield ("routes", i, "weight"), (
+                        f"weights are cf-for-k8s (platform: istio) only; {p.platform} balances "
+                        "over every instance of every app mapped to the route")
+            continue
+        for at in sorted({r.at_s for _, r in members}):
+            latest: dict[tuple[str, int], tuple[int, Route]] = {}
+            for i, r in sorted(members, key=lambda m: (m[1].at_s, m[0])):
+                if r.at_s <= at:
+                    latest[r.app, r.port] = (i, r)
+            now = sorted(latest.values(), key=lambda m: m[0])
+            where = f"route {host}{path} at {at:g} s"
+            weighted = [(i, r) for i, r in now if r.weight is not None]
+            if weighted and len(weighted) < len(now):
+                i = next(i for i, r in now if r.weight is None)
+                yield ("routes", i, "weight"), (
+                    f"{where}: weights must be given for all of its destinations or none")
+                break
+            if weighted and (total := sum(r.weight for _, r in weighted)) != 100:
+                yield ("routes", weighted[-1][0], "weight"), (
+                    f"{where}: destination weights sum to {total}, not 100")
+                break
 
 
 def reference_problems(s: Scenario) -> Iterator[tuple[Loc, str]]:

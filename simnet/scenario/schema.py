@@ -186,12 +186,27 @@ class App(Strict):
     env: dict[str, str | int] = Field(default_factory=dict)
     sidecars: list[Sidecar] = Field(default_factory=list)
     service_time: Latency = Field(default_factory=lambda: constant(5.0))
+    start_s: float = Field(
+        default=0.0, ge=0, description="When `cf push` starts the app's instances; routes to it "
+        "have no endpoints until then (and until the change has propagated).")
+
 
 class Route(Strict):
+    """A route mapping (``cf map-route``): ``host`` (and ``path``) to ``app`` on ``port``.
+
+    Several mappings of one host and path are one route with several destinations. On Istio
+    (cf-for-k8s) they may carry ``weight``s: all or none, summing to 100, as Cloud Controller's
+    Route resource requires; without weights the RouteController splits 100/n.
+    """
+
     host: str = Field(min_length=1)
     app: str
     port: Port = 8080
     path: str = ""
+    weight: int | None = Field(default=None, ge=1, le=100, description="Istio only.")
+    at_s: float = Field(
+        default=0.0, ge=0, description="When the route is mapped; it takes effect after "
+        "routers.route_propagation_delay_s.")
 
 
 class BackendClientCert(Strict):
@@ -226,7 +241,9 @@ class Routers(Strict):
     keep_alive_to_backends: bool = True
     max_idle_conns_per_backend: int = Field(default=100, ge=0)
     route_propagation_delay_s: float = Field(
-        default=1.0, ge=0, description="Time for a route change to reach every router."
+        default=1.0, ge=0, description="Time for a control-plane change (a route mapped, an "
+        "instance started or stopped) to reach every router: on cf-for-k8s, Route -> "
+        "RouteController -> VirtualService -> istiod -> the ingress gateway's Envoy."
     )
     balancing: Literal["round-robin", "least-connection"] = "round-robin"
 

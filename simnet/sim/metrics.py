@@ -65,6 +65,35 @@ class Metrics:
     endpoints_pruned: int = 0
     misdelivered: int = 0
     instances: list[InstanceSeries] = field(default_factory=list)
+    # when each failed request was issued, by (host, status): the 404/503 windows of a push
+    failures: dict[tuple[str, int], array] = field(default_factory=dict)
+    served: Counter = field(default_factory=Counter)  # (host, app) -> requests answered 200
+
+    def failed(self, host: str, status: int, t: float) -> None:
+        times = self.failures.get((host, status))
+        if times is None:
+            times = self.failures[host, status] = array("d")
+        times.append(t)
+
+    def windows(self, changes) -> list[dict]:
+        """For each control-plane change, the requests to its hosts that failed from the change
+        until the next change of the same host (or the end), by status: how many, first, last."""
+        out = []
+        for n, c in enumerate(changes):
+            end = next((later.at_s for later in changes[n + 1:] if set(later.hosts) & set(c.hosts)),
+                       self.duration_s)
+            statuses: dict[str, dict] = {}
+            for (host, status), times in sorted(self.failures.items()):
+                inside = [t for t in times if host in c.hosts and c.at_s <= t < end]
+                if inside:
+                    w = statuses.setdefault(str(status), {"requests": 0, "first_s": inside[0],
+                                                          "last_s": inside[-1]})
+                    w["requests"] += len(inside)
+                    w["first_s"] = min(w["first_s"], inside[0])
+                    w["last_s"] = max(w["last_s"], inside[-1])
+            out.append({"what": c.what, "at_s": c.at_s, "effective_s": c.effective_s,
+                        "hosts": list(c.hosts), "failed": statuses})
+        return out
 
     def __post_init__(self) -> None:
         n = self.bins
@@ -114,6 +143,8 @@ class Metrics:
             "connections_opened": self.connections_opened,
             "tls_handshakes": self.tls_handshakes,
             "endpoints_pruned": self.endpoints_pruned,
+            "served": {host: {app: n for (h, app), n in sorted(self.served.items()) if h == host}
+                       for host in sorted({h for h, _ in self.served})},
             "instances": [
                 {"guid": i.guid, "app": i.app, "index": i.index, "cell": i.cell,
                  "quota_mb": i.quota_mb, "peak_connections": i.peak_connections,

@@ -11,10 +11,11 @@ The verdict of each new TLS connection is the one derive computed with the hands
 
 from __future__ import annotations
 
+import random
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
-from simnet.model.deployment import Endpoint
+from simnet.model.deployment import Endpoint, Weights
 from simnet.model.tls import Verdict
 
 if TYPE_CHECKING:
@@ -28,14 +29,21 @@ NO_ENDPOINT = 503
 class Router:
     __slots__ = ("env", "net", "metrics", "table", "rr", "pool", "busy", "max_attempts",
                  "keep_alive", "max_idle", "least_conn", "verdicts", "r2s", "s2a", "connect",
-                 "tls")
+                 "tls", "weights", "random", "keeps_empty")
 
-    def __init__(self, env, net: "Network", routes: dict[str, tuple[Endpoint, ...]], samplers):
+    def __init__(self, env, net: "Network", routes: dict[str, tuple[Endpoint, ...]], samplers,
+                 rng: random.Random | None = None):
         s = net.deployment.scenario
         self.env = env
         self.net = net
         self.metrics = net.metrics
         self.table = dict(routes)
+        # cf-for-k8s: the gateway picks a host's destination Service by weight, per request
+        # (Envoy's weighted_clusters), then a pod of that Service; a VirtualService whose
+        # Service has no ready pod stays in the table (Envoy: 503 no healthy upstream).
+        self.weights = dict(net.deployment.weights)
+        self.random = (rng or random.Random(0)).random
+        self.keeps_empty = s.platform == "istio"
         self.rr: dict[str, int] = {}
         self.pool: dict[tuple[str, int], list] = {}
         self.busy: dict[tuple[str, int], int] = {}
@@ -49,10 +57,29 @@ class Router:
     def update(self, routes: tuple[tuple[str, tuple[Endpoint, ...]], ...]) -> None:
         """A route registration arrives: it replaces the pool and restores pruned endpoints."""
         for host, endpoints in routes:
-            if endpoints:
+            if endpoints or self.keeps_empty:
                 self.table[host] = endpoints
             else:
                 self.table.pop(host, None)
+
+    def reweigh(self, weights: tuple[tuple[str, Weights], ...]) -> None:
+        """New destination weights for hosts (a route mapped or unmapped on the gateway)."""
+        for host, w in weights:
+            if w:
+                self.weights[host] = w
+            else:
+                self.weights.pop(host, None)
+                if self.keeps_empty and not self.table.get(host):
+                    self.table.pop(host, None)  # the VirtualService is gone: 404 again
+
+    def _service(self, weights: Weights) -> str:
+        """The destination Service for one request, drawn with the route's weights."""
+        x = self.random() * sum(w for _, w in weights)
+        for service, w in weights:
+            x -= w
+            if x < 0:
+                return service
+        return weights[-1][0]
 
     def register(self, host: str, ep: Endpoint) -> None:
         """One route registration (gorouter's ``router.register``): the endpoint joins the
@@ -67,20 +94,20 @@ class Router:
             self.table[host] = tuple(e for e in endpoints if e != ep)
             self.metrics.endpoints_pruned += 1
 
-    def _choose(self, host: str, endpoints: tuple[Endpoint, ...], tried) -> Endpoint:
+    def _choose(self, key, endpoints: tuple[Endpoint, ...], tried) -> Endpoint:
         """Least-connection, or round-robin skipping endpoints this request already tried."""
         if self.least_conn:
             busy = self.busy
             fresh = [e for e in endpoints if e not in tried] or list(endpoints)
             return min(fresh, key=lambda e: busy.get(e.address, 0))
         n = len(endpoints)
-        start = self.rr.get(host, 0)
+        start = self.rr.get(key, 0)
         for k in range(n):
             ep = endpoints[(start + k) % n]
             if ep not in tried:
-                self.rr[host] = start + k + 1
+                self.rr[key] = start + k + 1
                 return ep
-        self.rr[host] = start + 1
+        self.rr[key] = start + 1
         return endpoints[start % n]
 
     def handle(self, host: str, upstream_s: float) -> Generator:
@@ -89,20 +116,28 @@ class Router:
         endpoints = table.get(host)
         if endpoints is None:
             return NOT_FOUND
+        key = host  # whose round-robin turn it is: the host's, or its chosen Service's
+        service = None
+        weights = self.weights.get(host)
+        if weights:
+            service = key = self._service(weights)
+            endpoints = tuple(e for e in endpoints if e.service == service)
         tried: list[Endpoint] | None = None
         status = NO_ENDPOINT
         for attempt in range(self.max_attempts):
             if attempt:
-                endpoints = table.get(host)
+                endpoints = table.get(host, ())
+                if service:  # Envoy retries within the cluster the route picked
+                    endpoints = tuple(e for e in endpoints if e.service == service)
                 metrics.retries += 1
             if not endpoints:
                 return status
             if tried is None and not self.least_conn:  # the common case: plain round-robin
-                i = self.rr.get(host, 0)
-                self.rr[host] = i + 1
+                i = self.rr.get(key, 0)
+                self.rr[key] = i + 1
                 ep = endpoints[i % len(endpoints)]
             else:
-                ep = self._choose(host, endpoints, tried or ())
+                ep = self._choose(key, endpoints, tried or ())
             addr = ep.address
             idle = pool.get(addr)
             if idle is None:
@@ -144,6 +179,7 @@ class Router:
                 idle.append(conn)
             else:
                 sc.close(env.now, epoch)
+            metrics.served[host, sc.app] += 1
             return OK
         return status
 

@@ -107,6 +107,7 @@ def _faults(env: simpy.Environment, net: Network, routers: list[Router]):
             net.routes_changed(event.routes)
             for r in routers:
                 r.update(event.routes)
+                r.reweigh(event.weights)
 
 
 def _client(env: simpy.Environment, c: Client, n: int, net: Network, pick: Callable[[], Router],
@@ -132,6 +133,8 @@ def _client(env: simpy.Environment, c: Client, n: int, net: Network, pick: Calla
         yield env.timeout(up + connect() + tls() if new_connection else up)
         status = yield from pick().handle(host, up)
         record(status, t0)
+        if status != 200:
+            metrics.failed(host, status, t0)
 
     path = net.deployment.client_paths.get(host)
     if path is not None and not path.via_proxy:
@@ -206,7 +209,8 @@ def simulate(deployment: Deployment, progress: Callable[[float], None] | None = 
         samplers = tuple(sampler(d, _rng(s.seed, "router", str(k), name)) for name, d in (
             ("r2s", lat.router_to_sidecar), ("s2a", lat.sidecar_to_app),
             ("connect", lat.tcp_connect), ("tls", lat.tls_handshake)))
-        routers.append(Router(env, net, deployment.routes, samplers))
+        routers.append(Router(env, net, deployment.routes, samplers,
+                              _rng(s.seed, "router", str(k), "weights")))
     net.routers = routers
     env.process(_faults(env, net, routers))
     for n, c in enumerate(s.clients):

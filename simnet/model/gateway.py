@@ -1,0 +1,97 @@
+"""cf-for-k8s: what the ingress gateway routes each host to, derived as the platform derives it.
+
+Cloud Controller writes one Route resource per route (host and path) with a destination per
+mapped app; the RouteController turns them into Services and VirtualServices
+(``simnet.model.routecontroller``); istiod gives the ingress gateway's Envoy a route per
+VirtualService (``simnet.model.ingress``). The simulator follows the gateway's decision for a
+request to ``/``: one Service by weight, then a pod of that Service.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from simnet.scenario.schema import Scenario
+
+ORG_GUID = "cc-org-guid"  # a scenario has one org and space, as the peer fixtures do
+SPACE_GUID = "cc-space-guid"
+NAMESPACE = "cf-workloads"
+
+
+@dataclass(frozen=True)
+class Destination:
+    """One weighted destination of a host's route on the gateway."""
+
+    service: str  # the Kubernetes Service, ``s-<destination guid>``
+    app: str
+    port: int
+    weight: int
+
+
+def _guid(*parts: object) -> str:
+    h = hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
+def app_guid(s: Scenario, app: str) -> str:
+    """A stable Cloud Controller app guid for a scenario's app."""
+    return _guid(s.seed, "app", app)
+
+
+def route_resources(s: Scenario, mapped: Iterable[int]) -> list[dict]:
+    """The Route resources Cloud Controller writes for the mapped routes (by index into
+    ``s.routes``): one per host and path, a destination per mapping, in mapping order."""
+    groups: dict[tuple[str, str], dict[tuple[str, int], int]] = {}
+    for k in sorted(mapped, key=lambda k: (s.routes[k].at_s, k)):
+        r = s.routes[k]  # mapping an app's port again later sets its new weight
+        groups.setdefault((r.host, r.path), {})[r.app, r.port] = k
+    resources = []
+    for (host, path), latest in groups.items():
+        members = sorted(latest.values())
+        first, _, domain = host.partition(".")
+        route_guid = _guid(s.seed, "route", host, path)
+        destinations = []
+        for k in members:
+            r = s.routes[k]
+            app = s.app(r.app)
+            d = {"guid": _guid(s.seed, "destination", host, path, r.app, r.port), "port": r.port,
+                 "app": {"guid": app_guid(s, r.app), "process": {"type": app.process_type}},
+                 "selector": {"matchLabels": {"cloudfoundry.org/app_guid": app_guid(s, r.app),
+                                              "cloudfoundry.org/process_type": app.process_type}}}
+            if r.weight is not None:
+                d["weight"] = r.weight
+            destinations.append(d)
+        resources.append({
+            "apiVersion": "networking.cloudfoundry.org/v1alpha1", "kind": "Route",
+            "metadata": {"name": route_guid, "namespace": NAMESPACE, "labels": {
+                "cloudfoundry.org/org_guid": ORG_GUID, "cloudfoundry.org/space_guid": SPACE_GUID,
+                "cloudfoundry.org/route_guid": route_guid}},
+            "spec": {"host": first, "path": path, "url": f"{host}{path}",
+                     "domain": {"name": domain, "internal": False},
+                     "destinations": destinations},
+        })
+    return resources
+
+
+def gateway_destinations(s: Scenario, mapped: Iterable[int]) -> dict[str, tuple[Destination, ...]]:
+    """Per host, the weighted destinations of its route for ``/`` on the gateway.
+
+    TEMPORARY: replaced by routecontroller.translate + ingress.ingress_routes."""
+    out: dict[str, tuple[Destination, ...]] = {}
+    for res in route_resources(s, mapped):
+        spec = res["spec"]
+        host = f"{spec['host']}.{spec['domain']['name']}"
+        if spec["path"] or host in out:
+            continue
+        dests = spec["destinations"]
+        n = len(dests)
+        ws = [d.get("weight") for d in dests]
+        if None in ws:
+            ws = [100 // n] * n
+            ws[0] += 100 - sum(ws)
+        apps = {app_guid(s, a.name): a.name for a in s.apps}
+        out[host] = tuple(Destination(f"s-{d['guid']}", apps[d["app"]["guid"]], d["port"], w)
+                          for d, w in zip(dests, ws))
+    return out
