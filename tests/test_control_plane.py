@@ -193,3 +193,34 @@ def test_bundled_cf_for_k8s_shows_the_seed_steps_windows():
     to_b = m.served[host_a, "test-app-b"]
     assert 0.1 < to_b / (150 * (s.duration_s - 17)) < 0.3
     assert simulate(d).summary() == m.summary()
+
+
+MOVE = """
+name: m
+platform: {platform}
+seed: 4
+duration_s: 10
+cells: {{count: 3, memory_mb: 4096, instance_identity_ca: ca}}
+proxy: {{require_and_verify_client_certificates: true, trusted_ca_certificates: [ca]}}
+apps:
+  - {{name: a, instances: 2}}
+  - {{name: b, instances: 1}}
+routes: [{{host: a.example.com, app: a}}, {{host: b.example.com, app: b}}]
+routers: {{route_propagation_delay_s: 2, backends: {{trusted_ca: ca, client_cert: {{ca: ca}}}}}}
+clients: [{{host: a.example.com, rate_per_s: 300}}]
+faults: [{{kind: move, at_s: 3, app: a, instance: 1, reused_by: b}}]
+"""
+
+
+def test_istio_route_integrity_holds_per_service_account_not_per_instance():
+    """A stale endpoint whose address another app's instance reuses: gorouter's SAN check
+    names the instance and refuses it (0 misdelivered); the Istio gateway checks the shared
+    cf-workloads service-account identity, which the other app's pod also holds, so until
+    the endpoint update arrives some requests reach the wrong app."""
+    diego = _run(MOVE.format(platform="diego"))
+    istio = _run(MOVE.format(platform="istio"))
+    assert diego[0].backend_verdicts[False, False].name == "SAN_MISMATCH"
+    assert istio[0].backend_verdicts[False, False].name == "OK"
+    assert istio[0].backend_verdicts[True, True].name == "UPSTREAM_CONNECT_FAILURE"
+    assert diego[1].misdelivered == 0 and diego[1].endpoints_pruned >= 1
+    assert istio[1].misdelivered > 0 and istio[1].endpoints_pruned == 0

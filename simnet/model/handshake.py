@@ -132,17 +132,23 @@ class Client:
     ``server_name`` is the name checked against the server's certificate (gorouter: the
     route's ``server_cert_domain_san``, the instance guid); None checks no name. ``chain``
     is the client certificate followed by its intermediates; empty presents none.
-    ``ciphers`` restricts TLS 1.2 only (None: the stack's default).
+    ``ciphers`` restricts TLS 1.2 only (None: the stack's default). ``verify_server_san`` is
+    an Envoy upstream's ``match_typed_subject_alt_names`` (Istio: the workload's SPIFFE id).
     """
 
     trusted: tuple[x509.Certificate, ...]
     server_name: str | None = None
+    verify_server_san: tuple[str, ...] = ()
     chain: tuple[x509.Certificate, ...] = ()
     alpn: tuple[str, ...] = ()
     min_version: str = TLS12
     max_version: str = TLS13
     ciphers: tuple[str, ...] | None = None
     verifier: Verifier = Verifier.OPENSSL
+
+    def __post_init__(self) -> None:
+        if self.verify_server_san and self.verifier is not Verifier.BORINGSSL:
+            raise ValueError("verify_server_san is Envoy's check: use the boringssl verifier")
 
 
 @dataclass(frozen=True)
@@ -278,6 +284,8 @@ def handshake(client: Client, server: Server, at: datetime) -> Outcome:
     if error is not None:
         return Outcome(path_reason("server", error), "client", alert_for(client.verifier, error),
                        error, version)
+    if client.verify_server_san and not set(san_values(server.chain[0])) & set(client.verify_server_san):
+        return Outcome(Reason.SERVER_NAME_MISMATCH, "client", "certificate_unknown", version=version)
     if server.require_client_cert:
         sent = presented_client_chain(client, server)
         if not sent:

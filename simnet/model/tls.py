@@ -50,6 +50,9 @@ class Verdict(Enum):
     HANDSHAKE_FAILURE = "handshake_failure"
     REMOTE_ERROR = "remote_error"
     DIAL_FAILED = "dial_failed"
+    # Envoy as the client (Istio's ingress gateway): any failed upstream handshake is a
+    # "connection failure" -- 503, retried under retry_on connect-failure, never pruned
+    UPSTREAM_CONNECT_FAILURE = "upstream_connect_failure"
 
     @property
     def status(self) -> int:
@@ -63,13 +66,13 @@ class Verdict(Enum):
     @property
     def prunable(self) -> bool:
         """In PrunableClassifiers: a TLS endpoint leaves the pool until re-registered."""
-        return self.retriable
+        return self.retriable and self is not Verdict.UPSTREAM_CONNECT_FAILURE
 
 
 _STATUS = {
     Verdict.OK: 200, Verdict.SAN_MISMATCH: 503, Verdict.UNTRUSTED_CERT: 526,
     Verdict.CLIENT_CERT_REJECTED: 496, Verdict.HANDSHAKE_FAILURE: 525,
-    Verdict.REMOTE_ERROR: 502, Verdict.DIAL_FAILED: 502,
+    Verdict.REMOTE_ERROR: 502, Verdict.DIAL_FAILED: 502, Verdict.UPSTREAM_CONNECT_FAILURE: 503,
 }
 _REMOTE_CERT_CHECK = frozenset({"bad_certificate", "unknown_ca", "certificate_required"})
 
@@ -155,6 +158,8 @@ class _Authorities:
 def backend_verdicts(s: Scenario) -> dict[tuple[bool, bool], Verdict]:
     """gorouter's verdict for a new TLS connection to a sidecar, keyed by (the instance that
     answers is the one the route names, its identity certificate has expired)."""
+    if s.platform == "istio":
+        return gateway_verdicts(s)
     cas = _Authorities()
     identity_ca = cas[s.cells.instance_identity_ca]
     backends = s.routers.backends
@@ -182,3 +187,44 @@ def backend_verdicts(s: Scenario) -> dict[tuple[bool, bool], Verdict]:
             table[right, expired] = verdict(handshake(client, server, at))
     return table
 
+
+
+ISTIO_TRUST_DOMAIN = "cluster.local"
+WORKLOADS_NAMESPACE = "cf-workloads"
+APP_SERVICE_ACCOUNT = "eirini-privileged"  # seed 001: what the gateway's clusters verify
+
+
+def gateway_verdicts(s: Scenario) -> dict[tuple[bool, bool], Verdict]:
+    """The ingress gateway's verdict on a new Istio mTLS connection to a pod's sidecar, keyed
+    as ``backend_verdicts``. Every cf-workloads pod holds the same SPIFFE identity (seed 001:
+    the gateway verifies ``spiffe://cluster.local/ns/cf-workloads/sa/eirini-privileged``), so
+    another app's pod at a stale address passes the check: route integrity on Istio holds per
+    service account, not per instance."""
+    cas = _Authorities()
+    identity_ca = cas[s.cells.instance_identity_ca]
+    backends = s.routers.backends
+    app_id = pki.spiffe_id(ISTIO_TRUST_DOMAIN, WORKLOADS_NAMESPACE, APP_SERVICE_ACCOUNT)
+    chain = {}
+    for expired in (False, True):
+        validity = -timedelta(hours=1) if expired else pki.DEFAULT_IDENTITY_VALIDITY
+        pair = pki.spiffe_identity(identity_ca, ISTIO_TRUST_DOMAIN, WORKLOADS_NAMESPACE,
+                                   APP_SERVICE_ACCOUNT, now=EPOCH, validity=validity,
+                                   key=pki.shared_key("identity"))
+        chain[expired] = (pair.cert, *pair.chain)
+    client_chain: tuple[x509.Certificate, ...] = ()
+    if backends.client_cert is not None:
+        pair = pki.client_certificate(cas[backends.client_cert.ca], "istio-ingressgateway",
+                                      backends.client_cert.san, now=EPOCH,
+                                      key=pki.shared_key("router-client"))
+        client_chain = (pair.cert,)
+    trusted_clients = tuple(cas[n].cert for n in s.proxy.trusted_ca_certificates)
+    gateway = Client(trusted=(cas[backends.trusted_ca].cert,), verify_server_san=(app_id,),
+                     chain=client_chain, alpn=("istio",), verifier=Verifier.BORINGSSL)
+    at = EPOCH + timedelta(minutes=30)
+    table = {}
+    for expired in (False, True):
+        server = sidecar_listener(s.proxy, 0, chain[expired], trusted_clients)
+        ok = handshake(gateway, server, at).ok
+        for right in (True, False):  # the same identity either way
+            table[right, expired] = Verdict.OK if ok else Verdict.UPSTREAM_CONNECT_FAILURE
+    return table

@@ -163,8 +163,10 @@ class Router:
                 sc, epoch = conn
             else:
                 yield env.timeout(out)
-            if not ep.tls and sc.app != ep.app:
-                metrics.misdelivered += 1  # plain HTTP: the wrong app answers (seed 000)
+            if sc.app != ep.app:
+                # plain HTTP (seed 000), or TLS whose check names no instance (Istio's shared
+                # service-account identity): the wrong app answers
+                metrics.misdelivered += 1
                 metrics.misdelivered_per_bin[metrics.bin_of(env.now)] += 1
             inner = self.s2a()
             if self.least_conn:
