@@ -712,6 +712,11 @@ def _family(address: str) -> int:
     return ipaddress.ip_address(address).version
 
 
+from simnet.routes_cli import routes_app  # noqa: E402  (sub-apps after the helpers they use)
+
+app.add_typer(routes_app, name="routes")
+
+
 def main() -> None:
     app(prog_name="simnet")
 

@@ -224,3 +224,14 @@ def test_istio_route_integrity_holds_per_service_account_not_per_instance():
     assert istio[0].backend_verdicts[True, True].name == "UPSTREAM_CONNECT_FAILURE"
     assert diego[1].misdelivered == 0 and diego[1].endpoints_pruned >= 1
     assert istio[1].misdelivered > 0 and istio[1].endpoints_pruned == 0
+
+
+def test_report_shows_each_change_and_its_window(tmp_path):
+    from simnet.pipeline import run
+
+    out = run(bundled("cf-for-k8s"), tmp_path)
+    html = (tmp_path / "cf-for-k8s" / "report.html").read_text()
+    assert "Control-plane changes" in html
+    for change in out.deployment.changes:
+        assert change.what.split(";")[0].replace(">", "&gt;") in html
+    assert html.count("503: ") >= 2 and "404: " in html

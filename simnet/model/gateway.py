@@ -13,6 +13,9 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from simnet.model.ingress import ingress_routes, route_for
+from simnet.model.routecontroller import Translation, translate
+from simnet.scenario.routes import RouteResource
 from simnet.scenario.schema import Scenario
 
 ORG_GUID = "cc-org-guid"  # a scenario has one org and space, as the peer fixtures do
@@ -75,23 +78,22 @@ def route_resources(s: Scenario, mapped: Iterable[int]) -> list[dict]:
     return resources
 
 
-def gateway_destinations(s: Scenario, mapped: Iterable[int]) -> dict[str, tuple[Destination, ...]]:
-    """Per host, the weighted destinations of its route for ``/`` on the gateway.
+def gateway_translation(s: Scenario, mapped: Iterable[int]) -> Translation:
+    """The RouteController's Services and VirtualServices for the mapped routes."""
+    return translate([RouteResource.model_validate(r) for r in route_resources(s, mapped)])
 
-    TEMPORARY: replaced by routecontroller.translate + ingress.ingress_routes."""
-    out: dict[str, tuple[Destination, ...]] = {}
-    for res in route_resources(s, mapped):
-        spec = res["spec"]
-        host = f"{spec['host']}.{spec['domain']['name']}"
-        if spec["path"] or host in out:
-            continue
-        dests = spec["destinations"]
-        n = len(dests)
-        ws = [d.get("weight") for d in dests]
-        if None in ws:
-            ws = [100 // n] * n
-            ws[0] += 100 - sum(ws)
-        apps = {app_guid(s, a.name): a.name for a in s.apps}
-        out[host] = tuple(Destination(f"s-{d['guid']}", apps[d["app"]["guid"]], d["port"], w)
-                          for d, w in zip(dests, ws))
+
+def gateway_destinations(s: Scenario, mapped: Iterable[int]) -> dict[str, tuple[Destination, ...]]:
+    """Per host, the weighted destinations of the gateway's route for a request to ``/``
+    (``ingress.route_for``): Route resources -> RouteController -> gateway routes."""
+    t = gateway_translation(s, mapped)
+    apps = {app_guid(s, a.name): a.name for a in s.apps}
+    app_of = {svc["metadata"]["name"]: apps[svc["metadata"]["labels"]["cloudfoundry.org/app_guid"]]
+              for svc in t.services}
+    out = {}
+    for host, routes in ingress_routes(t.virtual_services, t.services).items():
+        r = route_for(routes, "/")
+        if r is not None:
+            out[host] = tuple(Destination(d.service, app_of[d.service], d.port, d.weight)
+                              for d in r.destinations if d.service in app_of)
     return out

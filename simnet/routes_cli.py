@@ -1,0 +1,158 @@
+"""`simnet routes`: cf-for-k8s Route resources through the RouteController and istiod.
+
+``translate`` shows what the RouteController keeps in the cluster for a set of Routes (and, with
+``--envoy``, the ingress gateway's Envoy config istiod derives from it); ``diff`` shows what
+each step of a sequence of states changes in every layer -- seed 001's "Config Diffs".
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from ruamel.yaml import YAML
+
+from simnet.errors import SimnetError
+from simnet.model.ingress import UpstreamTLS, ingress_bootstrap
+from simnet.model.routecontroller import Translation, TranslationError, translate
+from simnet.scenario.routes import load_routes
+
+routes_app = typer.Typer(no_args_is_help=True,
+                         help="cf-for-k8s Route resources -> Services, VirtualServices, gateway Envoy.")
+
+# The gateway's credentials where Istio mounted them in the seed's days (/etc/certs).
+SEED_TLS = UpstreamTLS("/etc/certs/cert-chain.pem", "/etc/certs/key.pem", "/etc/certs/root-cert.pem")
+
+Files = Annotated[list[Path], typer.Argument(metavar="FILE...", help="Route resource YAML files.")]
+
+
+def _translation(files: list[Path]) -> Translation:
+    """The translation of every Route in ``files``; refused Routes as located problems."""
+    located = load_routes(*files)
+    try:
+        return translate([x.route for x in located])
+    except TranslationError as e:
+        raise SimnetError([located[k].problem(loc, message) for k, loc, message in e.problems]) \
+            from None
+
+
+def envoy_config(t: Translation) -> dict:
+    """The gateway Envoy's config for a translation; endpoints come from EDS, so none here."""
+    return ingress_bootstrap(t.virtual_services, t.services, {}, tls=SEED_TLS)
+
+
+def _named(items) -> dict[str, dict]:
+    return {i["name"]: i for i in items}
+
+
+def _envoy_objects(t: Translation) -> dict[str, dict]:
+    """The Envoy config as named objects: listeners, virtual hosts and clusters."""
+    res = envoy_config(t)["static_resources"]
+    hcm = res["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    out = {f"cluster {k}": v for k, v in _named(res["clusters"]).items()}
+    out.update({f"virtual_host {k}": v
+                for k, v in _named(hcm["route_config"]["virtual_hosts"]).items()})
+    return out
+
+
+# Each layer: a name and the function giving its objects by name. Add a layer here to diff it.
+LAYERS: dict[str, Callable[[Translation], dict[str, dict]]] = {
+    "Service": lambda t: {s["metadata"]["name"]: s for s in t.services},
+    "VirtualService": lambda t: {v["metadata"]["name"]: v for v in t.virtual_services},
+    "Envoy": _envoy_objects,
+}
+
+
+def _yaml(obj) -> str:
+    out = io.StringIO()
+    y = YAML()
+    y.default_flow_style = False
+    y.width = 4096  # one line per value, however long a cluster name is
+    y.dump(obj, out)
+    return out.getvalue()
+
+
+def layer_changes(before: Translation, after: Translation) -> dict[str, dict[str, list]]:
+    """Per layer, the names of objects added, removed and changed between two states."""
+    out = {}
+    for layer, objects in LAYERS.items():
+        old, new = objects(before), objects(after)
+        out[layer] = {"added": sorted(set(new) - set(old)), "removed": sorted(set(old) - set(new)),
+                      "changed": sorted(k for k in set(old) & set(new) if old[k] != new[k])}
+    return out
+
+
+@routes_app.command("translate")
+def translate_command(
+    files: Files,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of YAML.")] = False,
+    envoy: Annotated[bool, typer.Option(
+        "--envoy", help="Also the ingress gateway's Envoy config istiod derives.")] = False,
+) -> None:
+    """What cf-k8s-networking's RouteController creates for these Routes: a Service
+    s-<destination guid> per destination, a VirtualService vs-<sha256(fqdn)> per FQDN."""
+    try:
+        t = _translation(files)
+    except SimnetError as e:
+        _fail(e)
+    if as_json:
+        out = {"services": list(t.services), "virtualServices": list(t.virtual_services)}
+        if envoy:
+            out["envoy"] = envoy_config(t)
+        typer.echo(json.dumps(out, indent=2))
+        return
+    docs = [*t.services, *t.virtual_services]
+    text = "".join(f"---\n{_yaml(d)}" for d in docs)
+    if envoy:
+        text += f"---\n# the ingress gateway's Envoy config\n{_yaml(envoy_config(t))}"
+    typer.echo(text, nl=False)
+
+
+@routes_app.command("diff")
+def diff_command(
+    files: Annotated[list[Path], typer.Argument(
+        metavar="FILE FILE...", help="Route files, each the full state after one step.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Only the names, as JSON.")] = False,
+) -> None:
+    """What each step changes in Services, VirtualServices and the gateway's Envoy config:
+    e.g. the seed's steps (push an app, push another, map an additional route)."""
+    if len(files) < 2:
+        raise typer.BadParameter("needs at least two files: the states to compare",
+                                 param_hint="FILE FILE...")
+    try:
+        states = [_translation([f]) for f in files]
+    except SimnetError as e:
+        _fail(e)
+    steps = []
+    for (a, ta), (b, tb) in zip(zip(files, states), zip(files[1:], states[1:])):
+        steps.append({"from": str(a), "to": str(b), "layers": layer_changes(ta, tb)})
+        if as_json:
+            continue
+        typer.echo(f"== {a} -> {b}")
+        for layer, change in steps[-1]["layers"].items():
+            old, new = LAYERS[layer](ta), LAYERS[layer](tb)
+            for kind, sign in (("added", "+"), ("removed", "-"), ("changed", "~")):
+                for name in change[kind]:
+                    typer.echo(f"{sign} {layer} {name}")
+                    if kind == "added":
+                        typer.echo("".join(f"    {line}" for line in
+                                           _yaml(new[name]).splitlines(True)), nl=False)
+            for name in change["changed"]:
+                typer.echo("".join(difflib.unified_diff(
+                    _yaml(old[name]).splitlines(True), _yaml(new[name]).splitlines(True),
+                    f"{layer} {name} (before)", f"{layer} {name} (after)")), nl=False)
+            if not any(change.values()):
+                typer.echo(f"  {layer}: no change")
+    if as_json:
+        typer.echo(json.dumps({"steps": steps}, indent=2))
+
+
+def _fail(e: SimnetError) -> None:
+    from simnet.cli import _fail as fail
+
+    fail(e)
