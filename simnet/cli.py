@@ -714,7 +714,10 @@ def _family(address: str) -> int:
 
 from simnet.routes_cli import routes_app  # noqa: E402  (sub-apps after the helpers they use)
 
+from simnet.bosh_cli import bosh_app  # noqa: E402
+
 app.add_typer(routes_app, name="routes")
+app.add_typer(bosh_app, name="bosh")
 
 
 def main() -> None:

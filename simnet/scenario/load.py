@@ -661,6 +661,8 @@ def _load_text(text: str, file: str) -> tuple[Scenario, SourceMap]:
         raise SimnetError(problems + [source.problem(c.loc, "an alias refers to a mapping or list "
                                                      "that contains it (recursive structure)")]
                           ) from None
+    if isinstance(data.get("bosh_manifest"), str):
+        problems += _with_manifest(data, file, source)
     try:
         scenario = Scenario.model_validate(data, strict=True)
     except ValidationError as err:
@@ -671,6 +673,41 @@ def _load_text(text: str, file: str) -> tuple[Scenario, SourceMap]:
     if problems:
         raise SimnetError(problems)
     return scenario, source
+
+
+def _with_manifest(data: dict, file: str, source: SourceMap) -> list[Problem]:
+    """Fill ``apps`` and ``routes`` from the scenario's BOSH manifest (seed 003): every job's
+    exposed ports, merged with the scenario's own entries of the same name or host."""
+    from simnet.model.bosh import scenario_parts  # the model needs the schema: import late
+    from simnet.scenario.bosh_manifest import load_manifest
+
+    if data.get("platform") != "bosh":
+        return [source.problem(("bosh_manifest",), "a BOSH manifest needs platform: bosh")]
+    path = Path(data["bosh_manifest"])
+    if not path.is_absolute() and file != "<string>":
+        path = Path(file).parent / path
+    parts = scenario_parts(load_manifest(path))
+    problems = []
+    apps = data.setdefault("apps", [])
+    if not isinstance(apps, list):
+        return problems
+    by_name = {a.get("name"): (i, a) for i, a in enumerate(apps) if isinstance(a, dict)}
+    for app in parts["apps"]:
+        if app["name"] not in by_name:
+            apps.append(app)
+            continue
+        i, mine = by_name[app["name"]]
+        for key in ("instances", "ports"):
+            if key in mine and mine[key] != app[key]:
+                problems.append(source.problem(("apps", i, key), (
+                    f"{mine[key]} here, but {app[key]} in the manifest {path}: the manifest "
+                    "decides")))
+            mine[key] = app[key]
+    routes = data.setdefault("routes", [])
+    if isinstance(routes, list):
+        hosts = {r.get("host") for r in routes if isinstance(r, dict)}
+        routes += [r for r in parts["routes"] if r["host"] not in hosts]
+    return problems
 
 
 def _plain_or(node: Any) -> Any:

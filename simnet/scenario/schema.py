@@ -325,6 +325,11 @@ class Scenario(Strict):
     name: str = Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
     description: str = ""
     platform: Literal["diego", "istio", "bosh"] = "diego"
+    bosh_manifest: str | None = Field(
+        default=None, description="platform: bosh -- a BOSH manifest (path relative to the "
+        "scenario) whose jobs' expose_ports become the apps (`<job>-<group>`, instances, "
+        "ports) and routes (`<job>.<group>.<deployment>.boshy`) the Pilot adapter serves; "
+        "apps listed here with the same name add their other fields (service time, memory).")
     seed: int = 0
     duration_s: float = Field(default=10.0, gt=0, le=86_400)
     time_bin_s: float = Field(default=1.0, gt=0, description="Width of report time-series bins.")
