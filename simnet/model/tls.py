@@ -155,6 +155,23 @@ class _Authorities:
         return self._cas[name]
 
 
+def _by_expiry(identity) -> dict[bool, tuple[x509.Certificate, ...]]:
+    """The stand-in identity's chain, valid (False) and expired (True)."""
+    chains = {}
+    for expired in (False, True):
+        pair = identity(-timedelta(hours=1) if expired else pki.DEFAULT_IDENTITY_VALIDITY)
+        chains[expired] = (pair.cert, *pair.chain)
+    return chains
+
+
+def _router_chain(cas: _Authorities, backends: BackendTLS, name: str) -> tuple[x509.Certificate, ...]:
+    """The router's client certificate, if it has one (issued by a root, never sent)."""
+    if backends.client_cert is None:
+        return ()
+    return (pki.client_certificate(cas[backends.client_cert.ca], name, backends.client_cert.san,
+                                   now=EPOCH, key=pki.shared_key("router-client")).cert,)
+
+
 def backend_verdicts(s: Scenario) -> dict[tuple[bool, bool], Verdict]:
     """gorouter's verdict for a new TLS connection to a sidecar, keyed by (the instance that
     answers is the one the route names, its identity certificate has expired)."""
@@ -164,18 +181,9 @@ def backend_verdicts(s: Scenario) -> dict[tuple[bool, bool], Verdict]:
     identity_ca = cas[s.cells.instance_identity_ca]
     backends = s.routers.backends
     guid, ip = _STAND_IN
-    chain = {}
-    for expired in (False, True):
-        validity = -timedelta(hours=1) if expired else pki.DEFAULT_IDENTITY_VALIDITY
-        pair = pki.instance_identity(identity_ca, guid, ip, now=EPOCH, validity=validity,
-                                     key=pki.shared_key("identity"))
-        chain[expired] = (pair.cert, *pair.chain)
-    client_chain: tuple[x509.Certificate, ...] = ()
-    if backends.client_cert is not None:
-        pair = pki.client_certificate(cas[backends.client_cert.ca], "gorouter",
-                                      backends.client_cert.san, now=EPOCH,
-                                      key=pki.shared_key("router-client"))
-        client_chain = (pair.cert,)  # issued by a root, which is never sent
+    chain = _by_expiry(lambda validity: pki.instance_identity(
+        identity_ca, guid, ip, now=EPOCH, validity=validity, key=pki.shared_key("identity")))
+    client_chain = _router_chain(cas, backends, "gorouter")
     trusted_clients = tuple(cas[n].cert for n in s.proxy.trusted_ca_certificates)
     at = EPOCH + timedelta(minutes=30)
     table = {}
@@ -204,19 +212,10 @@ def gateway_verdicts(s: Scenario) -> dict[tuple[bool, bool], Verdict]:
     identity_ca = cas[s.cells.instance_identity_ca]
     backends = s.routers.backends
     app_id = pki.spiffe_id(ISTIO_TRUST_DOMAIN, WORKLOADS_NAMESPACE, APP_SERVICE_ACCOUNT)
-    chain = {}
-    for expired in (False, True):
-        validity = -timedelta(hours=1) if expired else pki.DEFAULT_IDENTITY_VALIDITY
-        pair = pki.spiffe_identity(identity_ca, ISTIO_TRUST_DOMAIN, WORKLOADS_NAMESPACE,
-                                   APP_SERVICE_ACCOUNT, now=EPOCH, validity=validity,
-                                   key=pki.shared_key("identity"))
-        chain[expired] = (pair.cert, *pair.chain)
-    client_chain: tuple[x509.Certificate, ...] = ()
-    if backends.client_cert is not None:
-        pair = pki.client_certificate(cas[backends.client_cert.ca], "istio-ingressgateway",
-                                      backends.client_cert.san, now=EPOCH,
-                                      key=pki.shared_key("router-client"))
-        client_chain = (pair.cert,)
+    chain = _by_expiry(lambda validity: pki.spiffe_identity(
+        identity_ca, ISTIO_TRUST_DOMAIN, WORKLOADS_NAMESPACE, APP_SERVICE_ACCOUNT, now=EPOCH,
+        validity=validity, key=pki.shared_key("identity")))
+    client_chain = _router_chain(cas, backends, "istio-ingressgateway")
     trusted_clients = tuple(cas[n].cert for n in s.proxy.trusted_ca_certificates)
     gateway = Client(trusted=(cas[backends.trusted_ca].cert,), verify_server_san=(app_id,),
                      chain=client_chain, alpn=("istio",), verifier=Verifier.BORINGSSL)

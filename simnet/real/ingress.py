@@ -12,10 +12,10 @@ from __future__ import annotations
 import http.server
 import json
 import ssl
-import threading
 from dataclasses import dataclass
 
 from simnet.real.netns import Namespace
+from simnet.real.reach import ServedInNamespace
 
 IO_TIMEOUT_S = 5.0
 
@@ -43,7 +43,7 @@ class _Server(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
 
 
-class MeshApp:
+class MeshApp(ServedInNamespace):
     """An app pod at ``host:port`` in ``ns`` behind Istio mTLS; a context manager.
 
     ``cert_chain``/``private_key`` are the pod's credential files, ``client_ca`` the workload
@@ -57,33 +57,18 @@ class MeshApp:
         self.context.load_verify_locations(client_ca)
         self.context.verify_mode = ssl.CERT_REQUIRED
         self.context.set_alpn_protocols(["istio", "http/1.1"])
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> MeshApp:
-        with self.ns.entered():
-            server = _Server((self.host, self.port), _Handler, bind_and_activate=False)
-            try:
-                server.socket = self.context.wrap_socket(server.socket, server_side=True)
-                server.server_bind()
-                server.server_activate()
-            except BaseException:
-                server.server_close()
-                raise
-        server.app_name = self.name
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, daemon=True,
-                                        name=f"mesh-app-{self.port}")
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
+    def _make(self) -> _Server:
+        server = _Server((self.host, self.port), _Handler, bind_and_activate=False)
+        try:
+            server.socket = self.context.wrap_socket(server.socket, server_side=True)
+            server.server_bind()
+            server.server_activate()
+        except BaseException:
             server.server_close()
-        if self._thread is not None:
-            self._thread.join(IO_TIMEOUT_S)
+            raise
+        server.app_name = self.name
+        return server
 
 
 @dataclass(frozen=True)

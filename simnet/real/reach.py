@@ -39,32 +39,46 @@ class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
 
 
-class EchoServer:
+class ServedInNamespace:
+    """A ``socketserver`` whose listening socket lives in a namespace, served on a daemon
+    thread; a context manager. Subclasses say how to make the server (``_make``, called
+    inside the namespace)."""
+
+    ns: Namespace
+    port: int
+
+    def _make(self) -> socketserver.BaseServer:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def __enter__(self):
+        with self.ns.entered():  # the listening socket is made, and stays, in ns
+            self._server = self._make()
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
+                                        name=f"{type(self).__name__}-{self.port}")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        server, self._server = getattr(self, "_server", None), None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if getattr(self, "_thread", None) is not None:
+            self._thread.join(IO_TIMEOUT_S)
+
+
+class EchoServer(ServedInNamespace):
     """An echo app called ``name`` listening on ``host:port`` inside ``ns``; a context manager."""
 
     def __init__(self, ns: Namespace, port: int, name: str, host: str = "0.0.0.0"):
         if not name or " " in name:
             raise ValueError(f"an echo server's name is one word, got {name!r}")
         self.ns, self.port, self.name, self.host = ns, port, name, host
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> EchoServer:
-        with self.ns.entered():  # the listening socket is made, and stays, in ns
-            self._server = _Server((self.host, self.port), _Echo)
-        self._server.name = self.name.encode()
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name=f"echo-{self.port}")
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(IO_TIMEOUT_S)
+    def _make(self) -> _Server:
+        server = _Server((self.host, self.port), _Echo)
+        server.name = self.name.encode()
+        return server
 
 
 @dataclass(frozen=True)
