@@ -127,3 +127,19 @@ def test_duplicate_exposed_port_is_an_error():
                                       "    - name: again\n      port: 9002\n")
     with pytest.raises(SimnetError, match="expose_ports.1.port: port 9002 is already exposed"):
         load_manifest_text(text, "m.yml")
+
+
+@settings(max_examples=150)
+@given(st.integers(0, len(SAMPLE.read_text())),
+       st.text(alphabet=st.sampled_from(list("abc:- \n[]{}0123456789#&*")), max_size=60))
+def test_any_manifest_text_gives_a_view_or_located_problems(cut, noise):
+    text = SAMPLE.read_text()[:cut] + noise
+    try:
+        m = load_manifest_text(text, "m.yml")
+    except SimnetError as e:
+        assert e.problems and all(p.file == "m.yml" for p in e.problems)
+        return
+    try:
+        pilot_view(m)
+    except SimnetError as e:  # e.g. more names than VIPs, or a name DNS cannot hold
+        assert e.problems

@@ -279,3 +279,25 @@ def test_envoy_accepts_the_gateway_config_for_every_fixture(credentials):
     for f in FIXTURES:
         t = _translate(f)
         validate(ingress_bootstrap(t.virtual_services, t.services, {}, tls=None))
+
+
+_yamlish = st.text(alphabet=st.sampled_from(list("abcdefgh:- \n[]{}\"'0123456789#&*!|>%@,.")),
+                   max_size=120)
+
+
+@settings(max_examples=150)
+@given(st.one_of(_yamlish, st.sampled_from([f.read_text() for f in FIXTURES]).flatmap(
+    lambda text: st.tuples(st.integers(0, len(text)), _yamlish).map(
+        lambda cut: text[:cut[0]] + cut[1]))))
+def test_any_route_text_gives_routes_or_located_problems(text):
+    """Fuzz: any text (arbitrary, or a fixture cut short and continued with noise) loads, or
+    fails with the project's own located problems -- never another exception."""
+    try:
+        routes = load_routes_text(text, "f.yaml")
+    except SimnetError as e:
+        assert e.problems and all(p.file == "f.yaml" for p in e.problems)
+        return
+    try:
+        translate([x.route for x in routes])
+    except TranslationError as e:
+        assert all(0 <= k < len(routes) for k, _, _ in e.problems)
