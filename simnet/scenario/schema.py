@@ -11,6 +11,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from simnet.sweep.design import Sweep
+
 Port = Annotated[int, Field(ge=1, le=65535, description="A TCP port, 1-65535.")]
 C2C_TLS_PORT = 61443
 
@@ -342,6 +344,7 @@ class Scenario(Strict):
     clients: list[Client] = Field(default_factory=list)
     latency: Latencies = Field(default_factory=Latencies)
     faults: list[Fault] = Field(default_factory=list)
+    sweep: Sweep | None = Field(default=None, description="Variants to run with `simnet sweep`.")
 
     def app(self, name: str) -> App:
         return next(a for a in self.apps if a.name == name)
