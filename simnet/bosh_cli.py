@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from simnet.errors import SimnetError
-from simnet.model.bosh import exposed_services, pilot_view, vm_bootstrap
+from simnet.model.bosh import INSTANCE_NETWORK, pilot_view, vm_bootstrap
 from simnet.scenario.bosh_manifest import load_manifest
 
 bosh_app = typer.Typer(no_args_is_help=True,
@@ -23,35 +23,46 @@ def pilot(
     manifest: Annotated[Path, typer.Argument(metavar="MANIFEST", help="A BOSH manifest.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable, with the VM's "
                                                          "Envoy bootstrap.")] = False,
+    network: Annotated[str, typer.Option(help="Where the instances' addresses come from, "
+                                              "in manifest order.")] = INSTANCE_NETWORK,
 ) -> None:
     """What the prototype's Pilot adapter gives every VM for this manifest: a
-    <job>.<group>.<deployment>.boshy name and VIP per exposed port, the Envoy listener and
-    cluster behind it, and the egress rule sending VIP traffic into the VM's Envoy."""
+    <job>.<group>.<deployment>.boshy name and VIP per exposed job, an Envoy listener per
+    VIP:port, a cluster per name and port with the instances behind it, and the egress rule
+    sending VIP traffic into the VM's Envoy."""
     from simnet.cli import _fail
 
     try:
-        m = load_manifest(manifest)
+        view = pilot_view(load_manifest(manifest), network=network)
     except SimnetError as e:
         _fail(e)
-    view = pilot_view(m)
-    services = exposed_services(m)
     if as_json:
         typer.echo(json.dumps({
             "names": [{"name": s.name, "vip": view.vips[s.name], "port": s.port,
-                       "port_name": s.port_name, "instance_group": s.group, "job": s.job}
-                      for s in services],
-            "clusters": {k: [f"{ip}:{p}" for ip, p in v] for k, v in view.clusters.items()},
+                       "port_name": s.port_name, "instance_group": s.group, "job": s.job,
+                       "instances": s.instances} for s in view.services],
+            "listeners": [{"name": lst.name, "address": f"{lst.vip}:{lst.port}",
+                           "cluster": lst.cluster} for lst in view.listeners],
+            "clusters": [{"name": c.name, "endpoints": [f"{ip}:{p}" for ip, p in c.endpoints]}
+                         for c in view.clusters],
             "redirect_rule": view.redirect_rule,
             "envoy": vm_bootstrap(view),
         }, indent=2))
         return
-    t = Table(title=f"{m.name}: names the Pilot adapter serves")
-    for col in ("name", "VIP:port", "cluster", "instances"):
-        t.add_column(col)
-    for s, (vip, port, cluster) in zip(services, view.listeners):
-        t.add_row(s.name, f"{vip}:{port}", cluster,
-                  ", ".join(f"{ip}:{p}" for ip, p in view.clusters[cluster]))
+    names = Table(title="names the VIP agent resolves")
+    for col in ("name", "VIP", "instance group / job", "port (name)"):
+        names.add_column(col, overflow="fold")
+    for s in view.services:
+        names.add_row(s.name, view.vips[s.name], f"{s.group} / {s.job}",
+                      f"{s.port} ({s.port_name})")
+    routes = Table(title="Envoy on every VM: listener -> cluster -> endpoints (round robin)")
+    for col in ("listener", "VIP:port", "cluster", "endpoints"):
+        routes.add_column(col, overflow="fold")
+    for lst, c in zip(view.listeners, view.clusters):
+        routes.add_row(lst.name, f"{lst.vip}:{lst.port}", c.name,
+                       ", ".join(f"{ip}:{p}" for ip, p in c.endpoints))
     console = Console()
-    console.print(t)
+    console.print(names)
+    console.print(routes)
     console.print("egress rule (iptables-restore):")
-    console.print(view.redirect_rule, markup=False, highlight=False)
+    console.print(view.redirect_rule, markup=False, highlight=False, end="")

@@ -1,21 +1,24 @@
 """The BOSH + Istio prototype's control plane (seed 003): from a manifest's ``expose_ports``
 to the names, virtual IPs, Envoy listeners and clusters every VM gets.
 
-The Pilot adapter turns each exposed port of a job into a service named
-``<job>.<instance group>.<deployment>.boshy``; the VIP/DNS agent resolves each name to a VIP in
-169.254.255.0/24 (``capture.boshy_vips``); the VM's egress rule sends TCP for those VIPs into
-its Envoy on 15001 (``capture.bosh_vip_rules``); Envoy, told by Pilot, matches the original
-destination VIP:port and load-balances over the job's instances. The prototype ran Pilot's v1
-API; ``vm_bootstrap`` writes the same listeners and clusters as an Envoy v3 static bootstrap.
+As rosenhouse/istio's BOSH registry (``pilot/pkg/serviceregistry/bosh``) does, each exposed
+port of a job becomes a port of the service ``<job>.<instance group>.<deployment>.boshy``,
+whose endpoints are every VM of the group at that port. The VIP/DNS agent resolves each name
+to a VIP in 169.254.255.0/24 (``capture.boshy_vips``); the VM's egress rule sends TCP for
+those VIPs into its Envoy on 15001 (``capture.bosh_vip_rules``); Envoy matches the original
+destination VIP:port and balances round robin over the cluster. The prototype served Pilot's
+v1 API (listeners ``tcp_<VIP>_<port>`` behind the ``virtual`` listener, clusters
+``out.<name>|<port name>``); ``vm_bootstrap`` writes the same as an Envoy v3 bootstrap.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from simnet.model.capture import bosh_vip_rules, boshy_vips
+from simnet.errors import Problem, SimnetError
+from simnet.model.capture import BOSH_VIP_CIDR, bosh_vip_rules, boshy_vips
 from simnet.model.interception import BOSH_PROXY_PORT
 from simnet.scenario.bosh_manifest import Manifest
 
@@ -23,11 +26,16 @@ TCP_PROXY_TYPE = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy
 ORIGINAL_DST_TYPE = ("type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3."
                      "OriginalDst")
 INSTANCE_NETWORK = "198.19.0.0/16"  # simnet's stand-in for the deployment's BOSH network
+VIRTUAL_LISTENER = "virtual"  # Istio v1's VirtualListenerName: the listener iptables feeds
+OUTBOUND_CLUSTER_PREFIX = "out."  # Istio v1's OutboundClusterPrefix
+CONNECT_TIMEOUT = "1s"  # Istio's mesh default connect_timeout
+
+InstanceKey = tuple[str, int]  # (instance group, index), as `bosh instances` names apricot/3
 
 
 @dataclass(frozen=True)
 class ExposedService:
-    """One exposed port of a job: its name, port, instance group and instance count."""
+    """One exposed port of a job: its .boshy name, port number and name, and where it runs."""
 
     name: str  # <job>.<instance group>.<deployment>.boshy
     port: int
@@ -38,90 +46,150 @@ class ExposedService:
 
 
 @dataclass(frozen=True)
-class PilotView:
-    """What Pilot gives every VM's Envoy: a listener per VIP:port, a cluster per name:port."""
+class Listener:
+    """What Pilot's LDS gives every VM for one VIP:port (Istio v1 ``tcp_<VIP>_<port>``)."""
 
-    vips: dict[str, str]  # name -> VIP
-    listeners: tuple[tuple[str, int, str], ...]  # (VIP, port, cluster)
-    clusters: dict[str, tuple[tuple[str, int], ...]]  # cluster -> instance (ip, port)
+    name: str
+    vip: str
+    port: int
+    cluster: str
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """One name and port's cluster: the group's instances at that port, round robin."""
+
+    name: str  # out.<.boshy name>|<port name>
+    service: str
+    port: int
+    endpoints: tuple[tuple[str, int], ...]  # (instance ip, port), in instance order
+
+
+@dataclass(frozen=True)
+class PilotView:
+    """What Pilot and the VIP agent give every VM: names, VIPs, listeners, clusters, and the
+    VM's egress rule."""
+
+    services: tuple[ExposedService, ...]
+    vips: dict[str, str]  # .boshy name -> VIP
+    listeners: tuple[Listener, ...]
+    clusters: tuple[Cluster, ...]
     redirect_rule: str  # iptables-restore text of the VM's egress rule
+
+    def cluster(self, name: str) -> Cluster:
+        """The cluster called ``name``."""
+        return next(c for c in self.clusters if c.name == name)
 
 
 def exposed_services(m: Manifest) -> list[ExposedService]:
-    """Every exposed port of every job, in manifest order."""
-    return [ExposedService(f"{job.name}.{g.name}.{m.name}.boshy", p.port, p.name, g.name,
+    """Every exposed port of every job, in manifest order. A group with no instances has no
+    VMs, and the adapter builds services from the director's VM list, so it exposes nothing."""
+    return [ExposedService(f"{job.name}.{g.name}.{m.name}.boshy", p.number, p.name, g.name,
                            job.name, g.instances)
-            for g in m.instance_groups for job in g.jobs for p in job.expose_ports]
+            for g in m.instance_groups if g.instances for job in g.jobs for p in job.expose_ports]
 
 
-def instance_addresses(m: Manifest, network: str = INSTANCE_NETWORK) -> dict[tuple[str, int], str]:
-    """A deterministic address per instance ``(group, index)``: the network's addresses in
-    manifest order, as the director hands out static IPs from a subnet."""
-    hosts = ipaddress.ip_network(network).hosts()
-    return {(g.name, i): str(next(hosts)) for g in m.instance_groups for i in range(g.instances)}
+def instance_addresses(m: Manifest, network: str = INSTANCE_NETWORK) -> dict[InstanceKey, str]:
+    """One address per instance ``(group, index)``: ``network``'s addresses in manifest order,
+    as the director hands out IPs from a manual network's subnet."""
+    try:
+        net = ipaddress.ip_network(network)
+    except ValueError as e:
+        raise SimnetError(Problem("<bosh>", None, "network", f"{network!r}: {e}")) from None
+    wanted = [(g.name, i) for g in m.instance_groups for i in range(g.instances)]
+    hosts = net.hosts()
+    addresses = dict(zip(wanted, hosts))
+    if len(addresses) < len(wanted):
+        raise SimnetError(Problem("<bosh>", None, "network", (
+            f"{len(wanted)} instances but {network} has only {len(addresses)} addresses")))
+    return {k: str(ip) for k, ip in addresses.items()}
 
 
 def cluster_name(s: ExposedService) -> str:
-    return f"out.{s.name}|{s.port}"
+    """Istio v1's outbound cluster name: ``out.`` + the service key ``<host>|<port name>``."""
+    return f"{OUTBOUND_CLUSTER_PREFIX}{s.name}|{s.port_name}"
 
 
-def pilot_view(m: Manifest, addresses: Mapping[tuple[str, int], str] | None = None) -> PilotView:
-    """The names, VIPs, listeners, clusters and redirect rule for a manifest."""
-    addresses = addresses if addresses is not None else instance_addresses(m)
-    services = exposed_services(m)
-    vips = boshy_vips([s.name for s in services])
+def listener_name(vip: str, port: int) -> str:
+    """Istio v1's TCP listener name for a service address and port."""
+    return f"tcp_{vip}_{port}"
+
+
+def pilot_view(m: Manifest, addresses: Mapping[InstanceKey, str] | None = None, *,
+               network: str = INSTANCE_NETWORK, proxy_port: int = BOSH_PROXY_PORT,
+               vip_cidr: str = BOSH_VIP_CIDR) -> PilotView:
+    """The names, VIPs, listeners, clusters and egress rule for a manifest; instance
+    addresses from ``addresses`` or, by default, ``instance_addresses(m, network)``."""
+    addresses = addresses if addresses is not None else instance_addresses(m, network)
+    services = tuple(exposed_services(m))
+    vips = boshy_vips([s.name for s in services], vip_cidr=vip_cidr)
     return PilotView(
+        services=services,
         vips=vips,
-        listeners=tuple((vips[s.name], s.port, cluster_name(s)) for s in services),
-        clusters={cluster_name(s): tuple((addresses[s.group, i], s.port)
-                                         for i in range(s.instances)) for s in services},
-        redirect_rule=bosh_vip_rules(BOSH_PROXY_PORT),
+        listeners=tuple(Listener(listener_name(vips[s.name], s.port), vips[s.name], s.port,
+                                 cluster_name(s)) for s in services),
+        clusters=tuple(Cluster(cluster_name(s), s.name, s.port, tuple(
+            (addresses[s.group, i], s.port) for i in range(s.instances))) for s in services),
+        redirect_rule=bosh_vip_rules(proxy_port, vip_cidr=vip_cidr),
     )
 
 
-def vm_bootstrap(view: PilotView, *, admin_port: int = 0, proxy_port: int = BOSH_PROXY_PORT,
-                 clusters: Mapping[str, Sequence[tuple[str, int]]] | None = None) -> dict:
-    """One VM's Envoy: the outbound listener the egress rule redirects into, reading each
-    connection's original destination and proxying it to that VIP:port's cluster (round
-    robin over the instances). ``clusters`` overrides the endpoints (a test's addresses)."""
-    endpoints = {**view.clusters, **(clusters or {})}
+def round_robin_counts(endpoints: tuple[tuple[str, int], ...], connections: int,
+                       start: int = 0) -> dict[tuple[str, int], int]:
+    """How many of ``connections`` each endpoint gets from Envoy's round robin (one worker,
+    equal weights) when the rotation begins at ``start``: ``connections // n`` each, and one
+    more for the ``connections % n`` endpoints from ``start`` on."""
+    n = len(endpoints)
+    return {ep: connections // n + ((i - start) % n < connections % n)
+            for i, ep in enumerate(endpoints)}
+
+
+def vm_bootstrap(view: PilotView, *, admin_port: int = 0,
+                 proxy_port: int = BOSH_PROXY_PORT) -> dict:
+    """One VM's Envoy (v3): the ``virtual`` listener on 0.0.0.0:``proxy_port`` that the egress
+    rule redirects into, reading each connection's original destination (``original_dst``) and
+    choosing the filter chain of that VIP:port, which TCP-proxies to the name's STATIC
+    round-robin cluster. A connection to a VIP:port nobody exposed matches no chain and is
+    closed. Admin on 127.0.0.1:``admin_port`` (0: any free port)."""
     chains = [{
-        "filter_chain_match": {"prefix_ranges": [{"address_prefix": vip, "prefix_len": 32}],
-                               "destination_port": port},
+        "name": lst.name,
+        "filter_chain_match": {"prefix_ranges": [{"address_prefix": lst.vip, "prefix_len": 32}],
+                               "destination_port": lst.port},
         "filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {
-            "@type": TCP_PROXY_TYPE, "stat_prefix": cluster.replace("|", "_"), "cluster": cluster}}],
-    } for vip, port, cluster in view.listeners]
+            "@type": TCP_PROXY_TYPE, "stat_prefix": lst.name, "cluster": lst.cluster}}],
+    } for lst in view.listeners]
     return {
         "node": {"id": "sidecar~0.0.0.0~bosh-vm~boshy", "cluster": "boshy"},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                 "port_value": admin_port}}},
         "static_resources": {
             "listeners": [{
-                "name": f"outbound_{proxy_port}",
+                "name": VIRTUAL_LISTENER,
                 "address": {"socket_address": {"address": "0.0.0.0", "port_value": proxy_port}},
                 "listener_filters": [{"name": "envoy.filters.listener.original_dst",
                                       "typed_config": {"@type": ORIGINAL_DST_TYPE}}],
                 "filter_chains": chains,
             }],
             "clusters": [{
-                "name": name, "type": "STATIC", "lb_policy": "ROUND_ROBIN",
-                "connect_timeout": "1s",
-                "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+                "name": c.name, "type": "STATIC", "lb_policy": "ROUND_ROBIN",
+                "connect_timeout": CONNECT_TIMEOUT,
+                "load_assignment": {"cluster_name": c.name, "endpoints": [{"lb_endpoints": [
                     {"endpoint": {"address": {"socket_address": {"address": ip, "port_value": p}}}}
-                    for ip, p in eps]}]},
-            } for name, eps in sorted(endpoints.items())],
+                    for ip, p in c.endpoints]}]},
+            } for c in view.clusters],
         },
     }
 
 
 def scenario_parts(m: Manifest) -> dict[str, list[dict]]:
-    """The manifest as scenario ``apps`` (one per job with exposed ports, named
-    ``<job>-<group>``) and ``routes`` (one per exposed port, host = its .boshy name)."""
+    """The manifest as scenario ``apps`` (one per instance group and job with exposed ports,
+    named ``<job>-<group>``, with the group's instances and the ports) and ``routes`` (one per
+    exposed port, host = its .boshy name), as plain scenario-schema dicts."""
     apps: dict[str, dict] = {}
     routes = []
     for s in exposed_services(m):
         name = f"{s.job}-{s.group}"
         app = apps.setdefault(name, {"name": name, "instances": s.instances, "ports": []})
-        if s.port not in app["ports"]:
-            app["ports"].append(s.port)
+        app["ports"].append(s.port)  # the loader rejects a number exposed twice in a job
         routes.append({"host": s.name, "app": name, "port": s.port})
     return {"apps": list(apps.values()), "routes": routes}
