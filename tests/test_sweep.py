@@ -135,3 +135,24 @@ def test_a_killed_sweep_resumes_exactly(tmp_path):
     assert all(after[k] == v for k, v in before.items())
     assert [i for (i,) in sqlite3.connect(db).execute("SELECT idx FROM runs ORDER BY idx")] == \
         list(range(24))
+
+
+def test_every_bundled_scenario_ships_a_sweep_whose_points_check():
+    from simnet.scenario.load import BUNDLED
+    from simnet.sweep.run import checked_points, sweep_source
+
+    files = sorted(BUNDLED.glob("*.yaml"))
+    assert len(files) == 6
+    for f in files:
+        s, data, source = sweep_source(f)
+        assert len(checked_points(s, data, source)) >= 3, f
+
+
+def test_a_bundled_sweep_runs(tmp_path):
+    from simnet.scenario.load import bundled
+
+    result = runner.invoke(app, ["sweep", str(bundled("diego-route-integrity-legacy")),
+                                 "--reports", str(tmp_path), "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    rows = (tmp_path / "diego-route-integrity-legacy" / "sweep.csv").read_text().splitlines()
+    assert len(rows) == 4 and all(",done," in r for r in rows[1:])
