@@ -61,6 +61,10 @@ def _kind(v: Any) -> str | None:
     """Which form a parameter's values take: a list, or a mapping named by its one key."""
     if isinstance(v, list):
         return "list"
+    for model, tag in ((IntRange, "range"), (Uniform, "uniform"), (LogUniform, "loguniform"),
+                       (Choice, "choice")):
+        if isinstance(v, model):  # serializing a validated sweep
+            return tag
     if isinstance(v, dict):
         return next((k for k in ("range", "uniform", "loguniform", "choice") if k in v), None)
     return None
