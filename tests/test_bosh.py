@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import ipaddress
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings

@@ -164,7 +164,7 @@ def test_bad_weights_name_the_route(routes, field, message):
     with pytest.raises(SimnetError) as e:
         load_text(WEIGHTED.format(seed=0, routes=routes), "w.yaml")
     text = str(e.value)
-    assert f"w.yaml:" in text and field in text and message in text, text
+    assert "w.yaml:" in text and field in text and message in text, text
 
 
 def test_weights_are_istio_only_and_faults_wait_for_the_push():

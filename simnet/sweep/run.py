@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from simnet.errors import Problem, SimnetError
-from simnet.scenario.load import SourceMap, _message, _plain, _yaml_document
+from simnet.scenario.load import SourceMap, _message, _plain
 from simnet.scenario.schema import Scenario
 from simnet.sweep.design import Point, points
 from simnet.sweep.store import Store
