@@ -1,7 +1,8 @@
-"""`simnet sweep`: run a scenario's sweep, resumable, with a progress bar."""
+"""`simnet sweep`: run a scenario's sweep, resumable, with a progress bar and a report."""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -12,29 +13,47 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from simnet.errors import Problem, SimnetError
 
 
+class ExecutorKind(str, Enum):
+    local = "local"
+    dask = "dask"
+
+
 def sweep(
-    scenario: Annotated[Path, typer.Argument(metavar="SCENARIO", help="A scenario with a sweep: section.")],
+    scenario: Annotated[Path, typer.Argument(
+        metavar="SWEEP", help="A scenario with a sweep: section (a file or a bundled name), or a "
+                              "sweep file naming its scenario.")],
     workers: Annotated[int, typer.Option("--workers", min=1, max=256,
-                                         help="Worker processes (1: run in this process).")] = 1,
+                                         help="Worker processes (local: 1 runs in this process; "
+                                              "dask without --scheduler: a LocalCluster of N).")] = 1,
+    executor: Annotated[ExecutorKind, typer.Option("--executor", help="Where runs execute.")] =
+        ExecutorKind.local,
+    scheduler: Annotated[str | None, typer.Option("--scheduler", metavar="ADDR",
+                                                  help="A Dask scheduler, e.g. tcp://10.0.0.5:8786 "
+                                                       "(its workers need simnet installed).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a stopped sweep: runs "
                                                           "already stored are not redone.")] = False,
     reports: Annotated[Path, typer.Option("--reports", metavar="<path>",
-                                          help="Directory for reports/<scenario-name>/.")] = Path("reports"),
+                                          help="Directory for reports/<sweep-name>/.")] = Path("reports"),
 ) -> None:
     """Run every point of the scenario's sweep (grid, random or Latin hypercube, with
-    replications), storing each run in reports/<name>/sweep.sqlite as it ends, then export
-    sweep.csv. Every point is checked before anything runs."""
+    replications), storing each run in reports/<sweep-name>/sweep.sqlite as it ends; then write
+    sweep.csv (and sweep.parquet with pyarrow) and the comparison report sweep.html. Every
+    point is checked before anything runs."""
     from simnet import __version__
-    from simnet.cli import _fail
-    from simnet.sweep.run import checked_points, run_local, sweep_source
+    from simnet.cli import _fail, _scenario_path
+    from simnet.report.sweep import write_sweep_report
+    from simnet.sweep.executors import executor as make_executor
+    from simnet.sweep.run import run
+    from simnet.sweep.source import checked_points, sweep_source
     from simnet.sweep.store import Store
 
     try:
-        s, data, source = sweep_source(scenario)
+        s, data, source = sweep_source(_scenario_path(scenario))
         pts = checked_points(s, data, source)
+        runner = make_executor(executor.value, workers, scheduler)
     except SimnetError as e:
         _fail(e)
-    out = reports / s.name
+    out = reports / (s.sweep.name or f"{s.name}-sweep")
     out.mkdir(parents=True, exist_ok=True)
     db = out / "sweep.sqlite"
     if db.exists() and not resume:
@@ -48,7 +67,7 @@ def sweep(
         with Progress("[progress.description]{task.description}", BarColumn(),
                       MofNCompleteColumn(), "{task.fields[failed]} failed", TimeRemainingColumn(),
                       console=console, disable=not console.is_terminal) as bar:
-            task = bar.add_task(f"sweep {s.name}", total=len(pts), completed=len(pts) - len(todo),
+            task = bar.add_task(f"sweep {out.name}", total=len(pts), completed=len(pts) - len(todo),
                                 failed=0)
 
             def advance(n: int, f: int) -> None:
@@ -56,8 +75,15 @@ def sweep(
                 failed = f
                 bar.update(task, advance=n, failed=f)
 
-            for _ in run_local(data, todo, store, workers, advance):
-                pass
-        csv = store.export_csv(out / "sweep.csv")
+            try:
+                for _ in run(data, todo, store, runner, advance):
+                    pass
+            except SimnetError as e:
+                _fail(e)
+        rows = store.rows()
+        written = [store.export_csv(out / "sweep.csv"), store.export_parquet(out / "sweep.parquet"),
+                   write_sweep_report(s.sweep, s.name, rows, out, len(pts))]
     typer.echo(f"{len(pts)} runs ({len(pts) - len(todo)} already stored, {len(todo)} run now, "
-               f"{failed} failed): {db}, {csv}")
+               f"{failed} failed) on {runner.workers} {executor.value} worker"
+               f"{'s' if runner.workers != 1 else ''}: {db}, "
+               + ", ".join(str(p) for p in written if p))

@@ -78,14 +78,49 @@ Values = Annotated[Union[Annotated[list[Any], Tag("list")], Annotated[IntRange, 
                                  "range, uniform, loguniform, choice")]
 
 
+METRICS = ("issued", "completed", "ok", "error_rate", "p50_ms", "p99_ms", "misdelivered",
+           "retries", "oom_kills", "peak_envoy_mb", "additional_memory_mb", "memory_headroom_mb")
+"""What each run reports (``simnet.sweep.run.run_point``): what constraints and objectives name."""
+
+Metric = Literal[METRICS]  # type: ignore[valid-type]
+
+
+class Bound(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+    def holds(self, value: float | None) -> bool:
+        return value is not None and (self.min is None or value >= self.min) \
+            and (self.max is None or value <= self.max)
+
+
+class Best(_Strict):
+    """How the report picks the best setting: the point whose mean ``minimize`` (or
+    ``maximize``) metric is best among points where every run meets every bound."""
+
+    minimize: Metric | None = None
+    maximize: Metric | None = None
+    subject_to: dict[Metric, Bound] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_objective(self) -> "Best":
+        if (self.minimize is None) == (self.maximize is None):
+            raise ValueError("name one of minimize or maximize")
+        return self
+
+
 class Sweep(_Strict):
     """The ``sweep:`` section of a scenario."""
 
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                             description="reports/<name>/; default <scenario name>-sweep.")
     design: Literal["grid", "random", "lhs"] = "grid"
     samples: int | None = Field(default=None, ge=1, le=100_000,
                                 description="Points for random and lhs designs.")
     replications: int = Field(default=1, ge=1, le=1000)
     parameters: dict[str, Values] = Field(min_length=1)
+    best: Best = Field(default_factory=lambda: Best(minimize="error_rate"),
+                       description="The setting the report recommends.")
 
     @model_validator(mode="after")
     def _coherent(self) -> "Sweep":

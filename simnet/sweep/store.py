@@ -74,3 +74,15 @@ class Store:
             w.writeheader()
             w.writerows(rows)
         return Path(path)
+
+    def export_parquet(self, path: str | Path) -> Path | None:
+        """The same table as Parquet, when pyarrow is installed (None otherwise)."""
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            return None
+        rows = self.rows()
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        pq.write_table(pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows]), path)
+        return Path(path)
