@@ -716,9 +716,11 @@ from simnet.routes_cli import routes_app  # noqa: E402  (sub-apps after the help
 
 from simnet.bosh_cli import bosh_app  # noqa: E402
 
+from simnet.conform_cli import conform  # noqa: E402
 from simnet.sweep_cli import sweep  # noqa: E402
 
 app.command()(sweep)
+app.command()(conform)
 app.add_typer(routes_app, name="routes")
 app.add_typer(bosh_app, name="bosh")
 

@@ -50,7 +50,7 @@ def sweep(
     try:
         s, data, source = sweep_source(_scenario_path(scenario))
         pts = checked_points(s, data, source)
-        runner = make_executor(executor.value, workers, scheduler)
+        runs_on = make_executor(executor.value, workers, scheduler)
     except SimnetError as e:
         _fail(e)
     out = reports / (s.sweep.name or f"{s.name}-sweep")
@@ -76,7 +76,7 @@ def sweep(
                 bar.update(task, advance=n, failed=f)
 
             try:
-                for _ in run(data, todo, store, runner, advance):
+                for _ in run(data, todo, store, runs_on, advance):
                     pass
             except SimnetError as e:
                 _fail(e)
@@ -84,6 +84,6 @@ def sweep(
         written = [store.export_csv(out / "sweep.csv"), store.export_parquet(out / "sweep.parquet"),
                    write_sweep_report(s.sweep, s.name, rows, out, len(pts))]
     typer.echo(f"{len(pts)} runs ({len(pts) - len(todo)} already stored, {len(todo)} run now, "
-               f"{failed} failed) on {runner.workers} {executor.value} worker"
-               f"{'s' if runner.workers != 1 else ''}: {db}, "
+               f"{failed} failed) on {runs_on.workers} {executor.value} worker"
+               f"{'s' if runs_on.workers != 1 else ''}: {db}, "
                + ", ".join(str(p) for p in written if p))

@@ -22,6 +22,7 @@ from simnet.pipeline import load_and_derive
 from simnet.real.envoy import validate
 from simnet.scenario.bosh_manifest import load_manifest, load_manifest_text, sample_manifest_path
 from simnet.scenario.load import bundled, load_text
+from tests.fuzzing import FUZZED
 
 SAMPLE = sample_manifest_path()
 BANANA = "example-httpbin.banana.sample-deployment.boshy"
@@ -258,6 +259,7 @@ def test_every_name_gets_one_vip_and_a_cluster_of_exactly_its_instances(text):
 @given(st.integers(0, len(SAMPLE.read_text())),
        st.text(alphabet=st.sampled_from(list("abc:- \n[]{}0123456789#&*")), max_size=60))
 def test_any_manifest_text_gives_a_view_or_located_problems(cut, noise):
+    FUZZED["BOSH manifests"] += 1
     text = SAMPLE.read_text()[:cut] + noise
     try:
         m = load_manifest_text(text, "m.yml")

@@ -30,8 +30,8 @@ from simnet.model.capture import (
 from simnet.model.deployment import derive
 from simnet.model.istio_config import split
 from simnet.scenario.load import load_scenario, load_text
-from tests.capture_strategies import istio_config_mappings, istio_configs
-from tests.strategies import scenarios
+from simnet.strategies.capture import istio_config_mappings, istio_configs
+from simnet.strategies.scenarios import scenarios
 
 REPO = Path(__file__).resolve().parents[1]
 # Istio's golden files: a copy in the repository if there is one, else the shared peer data.

@@ -10,7 +10,7 @@ from simnet.model.deployment import derive
 from simnet.model.memory import recommended_allocation_mb, seed_rule_mb
 from simnet.pipeline import load_and_derive
 from simnet.scenario.load import load_text
-from tests.strategies import scenarios
+from simnet.strategies.scenarios import scenarios
 
 
 def test_auto_additional_memory_follows_the_memory_model():

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.netfilter_strategies import POD_ADDRS, connections, rulesets
+from simnet.strategies.netfilter import POD_ADDRS, connections, rulesets
 from simnet.errors import SimnetError
 from simnet.model import netfilter as nf
 from simnet.model.packet import Connection

@@ -22,6 +22,7 @@ from simnet.model.routecontroller import (PLACEHOLDER_HOST, TranslationError, tr
 from simnet.real.envoy import validate
 from simnet.real.tls import write_credential
 from simnet.scenario.routes import RouteResource, load_routes, load_routes_text
+from tests.fuzzing import FUZZED
 
 PEERS = Path(__file__).resolve().parents[2] / "shared" / "peers" / "cf-k8s-routes"
 SEED_STEPS = Path(__file__).resolve().parents[1] / "simnet" / "data" / "routes" / "seed-001"
@@ -292,6 +293,7 @@ _yamlish = st.text(alphabet=st.sampled_from(list("abcdefgh:- \n[]{}\"'0123456789
 def test_any_route_text_gives_routes_or_located_problems(text):
     """Fuzz: any text (arbitrary, or a fixture cut short and continued with noise) loads, or
     fails with the project's own located problems -- never another exception."""
+    FUZZED["Route YAML"] += 1
     try:
         routes = load_routes_text(text, "f.yaml")
     except SimnetError as e:

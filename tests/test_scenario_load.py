@@ -18,6 +18,7 @@ from ruamel.yaml import YAML
 from simnet.errors import SimnetError
 from simnet.scenario.load import BUNDLED, DEFAULT_SCENARIO, bundled, load_scenario, load_text
 from simnet.scenario.schema import Scenario
+from tests.fuzzing import FUZZED
 
 FILE = "bad.yaml"
 
@@ -687,6 +688,7 @@ yaml_ish = st.text(alphabet=string.printable + "\x00\x07\u00e9\u2028\ufeff", max
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(st.text(max_size=200), yaml_ish, documents.map(_dump)))
 def test_garbage_only_ever_raises_simnet_error(text):
+    FUZZED["scenario YAML"] += 1
     try:
         load_text(text, "garbage.yaml")
     except SimnetError as e:

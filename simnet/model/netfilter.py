@@ -554,11 +554,12 @@ def _misplaced_rules(rs: Ruleset, source: str) -> Iterator[Problem]:
 
 
 def parse(text: str, source: str = "<rules>", family: int = 4) -> Script:
-    """Parse restore, save or dry-run text for one address family; all problems in one error."""
+    """Parse restore, save or dry-run text for one address family; all problems in one error.
+    Lines are split at \\n only, as iptables-restore reads them (and as editors number them)."""
     items: list[Block | Command] = []
     problems: list[Problem] = []
     block: tuple[str, int, list[Command]] | None = None
-    for lineno, raw in enumerate(text.splitlines(), 1):
+    for lineno, raw in enumerate(text.split("\n"), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

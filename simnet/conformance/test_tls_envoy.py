@@ -28,7 +28,7 @@ from simnet.model.pki import Defect
 from simnet.model.tls import sidecar_listener
 from simnet.real.tls import envoy_handshake, observable, write_credential
 from simnet.scenario.schema import Proxy
-from tests.tls_strategies import (CAS, CLIENT_NAME, HANDSHAKES, SERVER_NAME, Case, build, cases,
+from simnet.strategies.tls import (CAS, CLIENT_NAME, HANDSHAKES, SERVER_NAME, Case, build, cases,
                                   server_credential)
 
 pytestmark = pytest.mark.envoy

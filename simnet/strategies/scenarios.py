@@ -1,4 +1,4 @@
-"""Hypothesis strategies for small, valid scenarios (composable values, as hypothesis does)."""
+"""Hypothesis strategies for small, valid scenarios (composable values, as Hypothesis's are)."""
 
 from hypothesis import strategies as st
 
@@ -13,7 +13,11 @@ latency = st.one_of(
 
 
 @st.composite
-def scenarios(draw, max_apps=3):
+def scenarios(draw, max_apps=3, backend_tls: bool | None = None):
+    """Small Diego scenarios with open and closed clients and every fault kind: instance kills
+    (with and without restart), moves that hand an address to another app, certificate
+    expiry (with and without rotation), and Envoy OOM kills (a per-connection memory cost that
+    outgrows the quota). ``backend_tls`` fixes router-to-sidecar TLS on or off."""
     n_apps = draw(st.integers(1, max_apps))
     apps = []
     for a in range(n_apps):
@@ -38,10 +42,14 @@ def scenarios(draw, max_apps=3):
         a = draw(st.integers(0, n_apps - 1))
         f = {"at_s": draw(st.floats(0, duration)), "app": f"app{a}",
              "instance": draw(st.integers(0, apps[a]["instances"] - 1))}
-        if n_apps > 1 and draw(st.booleans()):
+        kind = draw(st.sampled_from(["kill", "expire_certificate"]
+                                    + (["move"] if n_apps > 1 else [])))
+        if kind == "move":
             f.update(kind="move", reused_by=f"app{(a + 1) % n_apps}")
-        else:
+        elif kind == "kill":
             f.update(kind="kill", restart_after_s=draw(st.one_of(st.none(), st.floats(0, 2))))
+        else:
+            f.update(kind=kind, rotated_after_s=draw(st.one_of(st.none(), st.floats(0, 2))))
         faults.append(f)
     doc = {
         "name": "generated", "seed": draw(st.integers(0, 2**32)), "duration_s": duration,
@@ -49,10 +57,13 @@ def scenarios(draw, max_apps=3):
         "cells": {"count": 4, "memory_mb": 4096},
         "proxy": {"enabled": True,
                   "additional_memory_allocation_mb": draw(st.sampled_from([0, 16, "auto"])),
-                  "memory": {"base_mb": 7.5, "per_connection_kb": draw(st.sampled_from([30.0, 3000.0]))}},
+                  # 12 MB a connection: a couple of connections outgrow a small quota (OOM kill)
+                  "memory": {"base_mb": 7.5,
+                             "per_connection_kb": draw(st.sampled_from([30.0, 3000.0, 12000.0]))}},
         "apps": apps, "routes": routes, "clients": clients, "faults": faults,
         "routers": {"count": draw(st.integers(1, 3)), "max_attempts": draw(st.integers(1, 3)),
-                    "backends": {"enabled": draw(st.booleans())},
+                    "backends": {"enabled": draw(st.booleans()) if backend_tls is None
+                                 else backend_tls},
                     "keep_alive_to_backends": draw(st.booleans()),
                     "max_idle_conns_per_backend": draw(st.integers(0, 4)),
                     "balancing": draw(st.sampled_from(["round-robin", "least-connection"])),

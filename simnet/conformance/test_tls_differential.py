@@ -21,7 +21,7 @@ from simnet.model.certpath import Verifier
 from simnet.model.handshake import DEFAULT_TLS12_CIPHERS, handshake
 from simnet.model.pki import Defect
 from simnet.real.tls import observable, openssl_handshake
-from tests.tls_strategies import HANDSHAKES, Case, build, cases
+from simnet.strategies.tls import HANDSHAKES, Case, build, cases
 
 H = pki.hierarchy(datetime.now(timezone.utc) - timedelta(days=1), prefix="differential")
 

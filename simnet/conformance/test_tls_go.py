@@ -25,8 +25,8 @@ from simnet.model.handshake import handshake
 from simnet.model.pki import Defect
 from simnet.real.gotls import go_connect, go_version
 from simnet.real.tls import OpenSSLServer, observable, observed
-from tests.test_tls_envoy import BASE, compare as envoy_compare
-from tests.tls_strategies import HANDSHAKES, Case, build, cases
+from simnet.conformance.test_tls_envoy import BASE, compare as envoy_compare
+from simnet.strategies.tls import HANDSHAKES, Case, build, cases
 
 pytestmark = pytest.mark.envoy
 

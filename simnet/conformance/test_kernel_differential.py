@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,14 +26,16 @@ from simnet.model.capture import istio_capture
 from simnet.model.packet import Connection
 from simnet.model.packet_path import State, compile_ruleset, match
 from simnet.real.netfilter import load_rules, probe
+from simnet.conformance import PEERS
 from simnet.real.netns import Topology
-from tests.capture_strategies import istio_configs
-from tests.netfilter_strategies import connections, rulesets
+from simnet.strategies.capture import istio_configs
+from simnet.strategies.netfilter import connections, rulesets
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("kernel_netns")]
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "peers" / "istio-capture-golden"
-CASES = [c["name"] for c in json.loads((GOLDEN / "cases.json").read_text())["cases"]]
+GOLDEN = PEERS / "istio-capture-golden"
+CASES = ([c["name"] for c in json.loads((GOLDEN / "cases.json").read_text())["cases"]]
+         if (GOLDEN / "cases.json").is_file() else [])
 GROUPS = {"java": 1001, "ftp": 1002}  # group names in four goldens; numbers for the kernel
 TIMEOUT_S = 0.25  # no SYN answer within this on a veth: the kernel dropped it
 RECHECK_TIMEOUT_S = 2.0  # ... unless the machine was busy: disagreements on a timeout are re-asked
@@ -230,7 +231,8 @@ def _callers(rs: nf.Ruleset, table: str, chain: str):
 
 
 
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", CASES or [pytest.param(None, marks=pytest.mark.skip(
+    reason=f"Istio's golden files are not at {GOLDEN} (set SIMNET_PEERS)"))])
 def test_golden_rulesets_agree_with_the_kernel_on_every_rule(name):
     """Every rule of every golden is checked against the kernel: by a connection it matches,
     by a connection aimed at it that an earlier rule takes (shadowed), or it is structurally
