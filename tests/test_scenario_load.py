@@ -372,8 +372,10 @@ def test_fault_kind_missing_or_unknown():
             at_s: 1
             app: a
     """) == [
-        "bad.yaml:5: faults.0: needs 'kind': one of kill, move, expire_certificate",
-        "bad.yaml:7: faults.1: unknown kind 'partition': expected one of kill, move, expire_certificate",
+        "bad.yaml:5: faults.0: needs 'kind': one of kill, move, expire_certificate, "
+        "restart_router, latency_spike",
+        "bad.yaml:7: faults.1: unknown kind 'partition': expected one of kill, move, "
+        "expire_certificate, restart_router, latency_spike",
     ]
 
 

@@ -78,10 +78,15 @@ class Event:
     """A change at a point in simulated time, derived from a fault."""
 
     at_s: float
-    kind: str  # "stop" | "start" | "routes" | "cert_expired" | "cert_rotated"
+    # "stop" | "start" | "routes" | "cert_expired" | "cert_rotated" | "router_down" |
+    # "router_up" | "latency"
+    kind: str
     guid: str = ""
     routes: tuple[tuple[str, tuple[Endpoint, ...]], ...] = ()
     weights: tuple[tuple[str, Weights], ...] = ()  # hosts whose destination weights changed
+    router: int = 0  # router_down, router_up: which router
+    hop: str = ""  # latency: which hop, and the change in its extra delay (+ at start, - at end)
+    extra_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -392,6 +397,15 @@ def _timeline(s: Scenario, instances: list[Instance], cells: _Cells, extra: int,
             changes.append(Change(at, at + delay, what, hosts(s.routes[k] for k in now)))
             continue
         f = s.faults[n]
+        if f.kind == "restart_router":
+            events += [Event(f.at_s, "router_down", router=f.router),
+                       Event(f.at_s + f.down_s, "router_up", router=f.router)]
+            continue
+        if f.kind == "latency_spike":
+            extra = f.extra_ms / 1000
+            events += [Event(f.at_s, "latency", hop=f.hop, extra_s=extra),
+                       Event(f.at_s + f.duration_s, "latency", hop=f.hop, extra_s=-extra)]
+            continue
         victim = next(i for i in live if i.app == f.app and i.index == f.instance)
         if f.kind == "expire_certificate":
             events.append(Event(f.at_s, "cert_expired", victim.guid))

@@ -31,7 +31,7 @@ from ruamel.yaml.reader import ReaderError
 from ruamel.yaml.scalarbool import ScalarBoolean
 
 from simnet.errors import Problem, SimnetError
-from simnet.scenario.schema import C2C_TLS_PORT, App, Client, Fault, Route, Scenario
+from simnet.scenario.schema import C2C_TLS_PORT, App, Client, Fault, Route, Routers, Scenario
 
 Loc = tuple[str | int, ...]
 
@@ -458,11 +458,12 @@ class _Parts:
     faults: list[Any]
     duration_s: float | None
     platform: str | None = None
+    router_count: int | None = None
 
     @classmethod
     def of(cls, s: Scenario) -> _Parts:
         return cls(list(s.apps), {a.name for a in s.apps}, list(s.routes), list(s.clients),
-                   list(s.faults), s.duration_s, s.platform)
+                   list(s.faults), s.duration_s, s.platform, s.routers.count)
 
     @classmethod
     def of_raw(cls, data: dict) -> _Parts:
@@ -491,9 +492,13 @@ class _Parts:
                 and 0 < duration <= 86_400):
             duration = None
         platform = data.get("platform", Scenario.model_fields["platform"].default)
+        routers = data.get("routers")
+        default = Routers.model_fields["count"].default
+        count = routers.get("count", default) if isinstance(routers, dict) else default
         return cls(apps, names, each("routes", _ROUTE), each("clients", _CLIENT) or [],
                    each("faults", _FAULT) or [], duration,
-                   platform if isinstance(platform, str) else None)
+                   platform if isinstance(platform, str) else None,
+                   count if isinstance(count, int) and not isinstance(count, bool) else None)
 
 
 _APP = TypeAdapter(App)
@@ -565,6 +570,15 @@ def _references(p: _Parts) -> Iterator[tuple[Loc, str]]:
             )
     for i, f in enumerate(p.faults):
         if f is None:
+            continue
+        if f.kind == "restart_router":
+            if p.router_count is not None and f.router >= p.router_count:
+                yield ("faults", i, "router"), (
+                    f"there are {p.router_count} router(s) (0-{p.router_count - 1}); "
+                    f"index {f.router} does not exist")
+        if not hasattr(f, "app"):  # router and link faults
+            if p.duration_s is not None and f.at_s > p.duration_s:
+                yield ("faults", i, "at_s"), f"after the end of the run ({p.duration_s:g} s)"
             continue
         if unknown(f.app):
             yield ("faults", i, "app"), f"no app named {f.app!r}"

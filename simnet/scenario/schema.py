@@ -318,7 +318,31 @@ class CertificateFault(Strict):
     rotated_after_s: float | None = Field(default=None, ge=0)
 
 
-Fault = Annotated[Union[KillFault, MoveFault, CertificateFault], Field(discriminator="kind")]
+class RouterRestartFault(Strict):
+    """A router (gorouter) process restarts. For ``down_s`` the load balancer cannot connect
+    to it and answers 502; requests it was serving end with 502 too, and its idle backend
+    connections close. It comes back with its routes (gorouter reports healthy only after
+    loading them, ``start_response_delay_interval``) and no connections to backends."""
+
+    kind: Literal["restart_router"]
+    at_s: float = Field(ge=0)
+    router: int = Field(default=0, ge=0, description="Which router (0-based).")
+    down_s: float = Field(default=5.0, gt=0)
+
+
+class LatencySpikeFault(Strict):
+    """For ``duration_s`` every crossing of one hop takes ``extra_ms`` longer (a congested
+    link, a noisy neighbour); spikes on the same hop add up."""
+
+    kind: Literal["latency_spike"]
+    at_s: float = Field(ge=0)
+    duration_s: float = Field(gt=0)
+    hop: Literal["client_to_ingress", "router_to_sidecar", "sidecar_to_app"]
+    extra_ms: float = Field(gt=0, le=600_000)
+
+
+Fault = Annotated[Union[KillFault, MoveFault, CertificateFault, RouterRestartFault,
+                        LatencySpikeFault], Field(discriminator="kind")]
 
 
 class Scenario(Strict):

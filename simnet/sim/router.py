@@ -24,12 +24,13 @@ if TYPE_CHECKING:
 OK = 200
 NOT_FOUND = 404
 NO_ENDPOINT = 503
+BAD_GATEWAY = 502  # the load balancer's answer when the router is down or died mid-request
 
 
 class Router:
     __slots__ = ("env", "net", "metrics", "table", "rr", "pool", "busy", "max_attempts",
                  "keep_alive", "max_idle", "least_conn", "verdicts", "r2s", "s2a", "connect",
-                 "tls", "weights", "random", "keeps_empty")
+                 "tls", "weights", "random", "keeps_empty", "up", "generation")
 
     def __init__(self, env, net: "Network", routes: dict[str, tuple[Endpoint, ...]], samplers,
                  rng: random.Random | None = None):
@@ -53,6 +54,18 @@ class Router:
         self.least_conn = s.routers.balancing == "least-connection"
         self.verdicts = net.deployment.backend_verdicts
         self.r2s, self.s2a, self.connect, self.tls = samplers
+        self.up = True
+        self.generation = 0  # process restarts so far: a request outliving one ends in 502
+
+    def go_down(self) -> None:
+        """The process stops (restart_router): its idle backend connections close with it."""
+        self.up = False
+        self.generation += 1
+        now = self.env.now
+        for idle in self.pool.values():
+            for sc, epoch in idle:
+                sc.close(now, epoch)
+            idle.clear()
 
     def update(self, routes: tuple[tuple[str, tuple[Endpoint, ...]], ...]) -> None:
         """A route registration arrives: it replaces the pool and restores pruned endpoints."""
@@ -112,7 +125,10 @@ class Router:
 
     def handle(self, host: str, upstream_s: float) -> Generator:
         """Serve one request; returns its status. ``upstream_s`` is the client-side one-way delay."""
+        if not self.up:
+            return BAD_GATEWAY
         env, metrics, table, pool = self.env, self.metrics, self.table, self.pool
+        generation, extra = self.generation, self.net.extra_s
         endpoints = table.get(host)
         if endpoints is None:
             return NOT_FOUND
@@ -149,7 +165,7 @@ class Router:
                 if sc.alive and sc.epoch == epoch:
                     break
                 conn = None  # the instance restarted or died: that connection is gone
-            out = self.r2s()
+            out = self.r2s() + extra["router_to_sidecar"]
             if conn is None:
                 verdict, conn = yield from self._dial(ep, out)
                 if verdict is not Verdict.OK:
@@ -168,7 +184,7 @@ class Router:
                 # service-account identity): the wrong app answers
                 metrics.misdelivered += 1
                 metrics.misdelivered_per_bin[metrics.bin_of(env.now)] += 1
-            inner = self.s2a()
+            inner = self.s2a() + extra["sidecar_to_app"]
             if self.least_conn:
                 self.busy[addr] = self.busy.get(addr, 0) + 1
                 yield env.timeout(inner + sc.service() + upstream_s + out + inner)
@@ -177,6 +193,9 @@ class Router:
                 yield env.timeout(inner + sc.service() + upstream_s + out + inner)
             if not (sc.alive and sc.epoch == epoch):
                 return Verdict.DIAL_FAILED.status  # the instance died mid-request
+            if self.generation != generation:  # the router restarted while serving this
+                sc.close(env.now, epoch)
+                return BAD_GATEWAY
             if self.keep_alive and len(idle) < self.max_idle:
                 idle.append(conn)
             else:

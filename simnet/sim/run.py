@@ -45,6 +45,8 @@ class Network:
                 service[inst.app])
         self.listeners: dict[Address, tuple[Sidecar, Listener]] = {}
         self.expired: set[str] = set()  # instances whose identity certificate has expired
+        # latency_spike faults: extra seconds on each hop now (each crossing pays it)
+        self.extra_s = {"client_to_ingress": 0.0, "router_to_sidecar": 0.0, "sidecar_to_app": 0.0}
         self.routers: list[Router] = []
         # what the route-emitter registers for each instance now: (host, endpoint) pairs
         self.registrations: dict[str, list[tuple[str, Endpoint]]] = {}
@@ -103,6 +105,12 @@ def _faults(env: simpy.Environment, net: Network, routers: list[Router]):
             net.expired.discard(event.guid)
         elif event.kind == "start":
             net.start(event.guid)
+        elif event.kind == "router_down":
+            routers[event.router].go_down()
+        elif event.kind == "router_up":
+            routers[event.router].up = True
+        elif event.kind == "latency":
+            net.extra_s[event.hop] = max(0.0, net.extra_s[event.hop] + event.extra_s)
         else:
             net.routes_changed(event.routes)
             for r in routers:
@@ -123,12 +131,13 @@ def _client(env: simpy.Environment, c: Client, n: int, net: Network, pick: Calla
     metrics = net.metrics
     record = _recorder(env, metrics)
     host = c.host
+    extra = net.extra_s
 
     def request(new_connection: bool):
         metrics.issued += 1
         metrics.in_flight += 1
         t0 = env.now
-        up = c2i() + i2r()
+        up = c2i() + extra["client_to_ingress"] + i2r()
         # A new client connection costs a TCP and a TLS handshake with the load balancer.
         yield env.timeout(up + connect() + tls() if new_connection else up)
         status = yield from pick().handle(host, up)

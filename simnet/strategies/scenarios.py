@@ -16,8 +16,9 @@ latency = st.one_of(
 def scenarios(draw, max_apps=3, backend_tls: bool | None = None):
     """Small Diego scenarios with open and closed clients and every fault kind: instance kills
     (with and without restart), moves that hand an address to another app, certificate
-    expiry (with and without rotation), and Envoy OOM kills (a per-connection memory cost that
-    outgrows the quota). ``backend_tls`` fixes router-to-sidecar TLS on or off."""
+    expiry (with and without rotation), router restarts, latency spikes on a hop, and Envoy
+    OOM kills (a per-connection memory cost that outgrows the quota). ``backend_tls`` fixes
+    router-to-sidecar TLS on or off."""
     n_apps = draw(st.integers(1, max_apps))
     apps = []
     for a in range(n_apps):
@@ -38,7 +39,21 @@ def scenarios(draw, max_apps=3, backend_tls: bool | None = None):
         c.update(host=f"app{a}.example.com", keep_alive=draw(st.booleans()))
         clients.append(c)
     faults = []
+    n_routers = draw(st.integers(1, 3))
     for _ in range(draw(st.integers(0, 2))):
+        link = draw(st.sampled_from([None, None, None, "restart_router", "latency_spike"]))
+        if link == "restart_router":
+            faults.append({"kind": link, "at_s": draw(st.floats(0, duration)),
+                           "router": draw(st.integers(0, n_routers - 1)),
+                           "down_s": draw(st.floats(0.01, 2))})
+            continue
+        if link == "latency_spike":
+            faults.append({"kind": link, "at_s": draw(st.floats(0, duration)),
+                           "duration_s": draw(st.floats(0.01, 2)),
+                           "hop": draw(st.sampled_from(["client_to_ingress", "router_to_sidecar",
+                                                        "sidecar_to_app"])),
+                           "extra_ms": draw(st.floats(1, 500))})
+            continue
         a = draw(st.integers(0, n_apps - 1))
         f = {"at_s": draw(st.floats(0, duration)), "app": f"app{a}",
              "instance": draw(st.integers(0, apps[a]["instances"] - 1))}
@@ -61,7 +76,7 @@ def scenarios(draw, max_apps=3, backend_tls: bool | None = None):
                   "memory": {"base_mb": 7.5,
                              "per_connection_kb": draw(st.sampled_from([30.0, 3000.0, 12000.0]))}},
         "apps": apps, "routes": routes, "clients": clients, "faults": faults,
-        "routers": {"count": draw(st.integers(1, 3)), "max_attempts": draw(st.integers(1, 3)),
+        "routers": {"count": n_routers, "max_attempts": draw(st.integers(1, 3)),
                     "backends": {"enabled": draw(st.booleans()) if backend_tls is None
                                  else backend_tls},
                     "keep_alive_to_backends": draw(st.booleans()),
