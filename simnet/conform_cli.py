@@ -17,6 +17,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated
@@ -151,7 +152,7 @@ def conform(
                 "-q" if not verbose else "-v", "-rfEs"]
         if examples:
             argv.append(f"--simnet-examples={examples}")
-        with console.status(f"conformance: {', '.join(suites)}") if not verbose else _nothing():
+        with console.status(f"conformance: {', '.join(suites)}") if not verbose else nullcontext():
             proc = subprocess.run(argv, cwd=tmp, text=True,
                                   capture_output=not verbose)
         lines = [json.loads(x) for x in results.read_text().splitlines()] if results.exists() else []
@@ -178,11 +179,3 @@ def conform(
         sys.stderr.write((proc.stdout or "")[-4000:] + (proc.stderr or "")[-2000:])
     ok = summary["failed"] == summary["skipped"] == 0 and proc.returncode == 0
     raise typer.Exit(0 if ok else 1)
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None

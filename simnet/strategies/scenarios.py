@@ -66,15 +66,17 @@ def scenarios(draw, max_apps=3, backend_tls: bool | None = None):
         else:
             f.update(kind=kind, rotated_after_s=draw(st.one_of(st.none(), st.floats(0, 2))))
         faults.append(f)
+    per_connection_kb = draw(st.sampled_from([30.0, 3000.0, 12000.0]))
+    # "auto" sizes the allocation for 100 connections: at 12 MB each, instances would not fit
+    extra_mb = draw(st.sampled_from([0, 16] if per_connection_kb > 3000 else [0, 16, "auto"]))
     doc = {
         "name": "generated", "seed": draw(st.integers(0, 2**32)), "duration_s": duration,
         "time_bin_s": 0.25,
         "cells": {"count": 4, "memory_mb": 4096},
         "proxy": {"enabled": True,
-                  "additional_memory_allocation_mb": draw(st.sampled_from([0, 16, "auto"])),
+                  "additional_memory_allocation_mb": extra_mb,
                   # 12 MB a connection: a couple of connections outgrow a small quota (OOM kill)
-                  "memory": {"base_mb": 7.5,
-                             "per_connection_kb": draw(st.sampled_from([30.0, 3000.0, 12000.0]))}},
+                  "memory": {"base_mb": 7.5, "per_connection_kb": per_connection_kb}},
         "apps": apps, "routes": routes, "clients": clients, "faults": faults,
         "routers": {"count": n_routers, "max_attempts": draw(st.integers(1, 3)),
                     "backends": {"enabled": draw(st.booleans()) if backend_tls is None
