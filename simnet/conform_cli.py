@@ -105,12 +105,15 @@ def _table(rows: list[dict]) -> Table:
 
 
 def _write_report(path: Path, report: dict) -> None:
+    from io import StringIO
+
     from ruamel.yaml import YAML
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
-    with open(tmp, "w", encoding="utf-8") as f:
-        YAML().dump(report, f)
-    os.replace(tmp, path)
+    from simnet.report.render import write_atomically
+
+    text = StringIO()
+    YAML().dump(report, text)
+    write_atomically(path, text.getvalue().encode("utf-8"))
 
 
 def conform(

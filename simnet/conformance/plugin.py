@@ -94,8 +94,6 @@ class _Results:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call" or report.outcome != "passed":  # a setup skip or failure too
-            if report.when == "teardown" and report.outcome == "passed":
-                return
             module = report.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
             function = report.nodeid.split("::")[-1].split("[")[0]
             why = ""

@@ -372,6 +372,18 @@ def write_report(scenario: Scenario, metrics: Metrics, outdir: Path, *,
     return [Path(outdir) / f for f in REPORT_FILES + extra]
 
 
+def write_atomically(target: Path, data: bytes) -> None:
+    """Write ``data`` beside ``target`` and rename it into place: a reader sees the old file
+    or the new one, never half of one, and a failed write leaves the old file."""
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.new")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 @contextmanager
 def staged(outdir: Path) -> Iterator[Path]:
     """A fresh directory beside ``outdir`` to write into; on success it replaces ``outdir``,

@@ -11,7 +11,6 @@ way leaves the previous one (and the sweep's store, in the same folder) as it wa
 from __future__ import annotations
 
 import base64
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from statistics import fmean
 from simnet import __version__
 from simnet.report import sweep_figures
 from simnet.report.figures import png_bytes
-from simnet.report.render import _ENV
+from simnet.report.render import _ENV, write_atomically
 from simnet.sweep.design import METRICS, Sweep
 
 SHOWN = ("error_rate", "p50_ms", "p99_ms", "misdelivered", "retries", "oom_kills",
@@ -111,12 +110,6 @@ def figures(points: Sequence[PointResult], names: Sequence[str]) -> list[tuple[s
     return out
 
 
-def _replace(target: Path, data: bytes) -> None:
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.new")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
-
-
 def write_sweep_report(sweep: Sweep, scenario_name: str, rows: Sequence[dict],
                        outdir: Path, total: int) -> Path:
     """sweep.html and its PNGs in ``outdir``, from the runs stored so far."""
@@ -126,7 +119,7 @@ def write_sweep_report(sweep: Sweep, scenario_name: str, rows: Sequence[dict],
     objective = sweep.best.minimize or sweep.best.maximize
     figs = figures(points, names)
     for file, _h, _c, png in figs:
-        _replace(outdir / file, png)
+        write_atomically(outdir / file, png)
     html = _ENV.get_template("sweep.html.j2").render(
         title=f"simnet sweep: {sweep.name or scenario_name + '-sweep'}", version=__version__,
         scenario=scenario_name, design=sweep.design, replications=sweep.replications,
@@ -144,5 +137,5 @@ def write_sweep_report(sweep: Sweep, scenario_name: str, rows: Sequence[dict],
                   "src": "data:image/png;base64," + base64.b64encode(png).decode("ascii")}
                  for f, h, c, png in figs])
     target = outdir / "sweep.html"
-    _replace(target, html.encode("utf-8"))
+    write_atomically(target, html.encode("utf-8"))
     return target
