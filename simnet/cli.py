@@ -96,9 +96,9 @@ def run(
 ) -> None:
     """Simulate a scenario and write its report (HTML, summary.json, figures)."""
     from simnet.pipeline import run as run_pipeline
-    from simnet.scenario.load import bundled
+    from simnet.scenario.load import bundled, scenario_path
 
-    path = _scenario_path(scenario) if scenario is not None else bundled()
+    path = scenario_path(scenario) if scenario is not None else bundled()
     progress = _LazyProgress(f"simulating {path.name}")
     try:
         out = run_pipeline(path, reports, progress)
@@ -121,12 +121,13 @@ def compare(
 ) -> None:
     """Run variants of a deployment and write a side-by-side report, reports/<a>-vs-<b>/."""
     from simnet.pipeline import compare as compare_pipeline
+    from simnet.scenario.load import scenario_path
 
     if len(scenarios) < 2:
         _fail(SimnetError(Problem("<command line>", None, "SCENARIO", "give at least two scenarios")))
     progress = _LazyProgress("simulating variants")
     try:
-        outputs, files = compare_pipeline([_scenario_path(p) for p in scenarios], reports, progress)
+        outputs, files = compare_pipeline([scenario_path(p) for p in scenarios], reports, progress)
     except SimnetError as e:
         _fail(e)
     finally:
@@ -146,15 +147,6 @@ def compare(
         t.add_row(f"status {code}", *(f"{o.metrics.outcomes.get(code, 0):,}" for o in outputs))
     console.print(t)
     console.print(f"report: {files[0]}")
-
-
-def _scenario_path(value: Path) -> Path:
-    """A file, or the name of a bundled scenario."""
-    from simnet.scenario.load import bundled
-
-    if not value.exists() and bundled(str(value)).exists():
-        return bundled(str(value))
-    return value
 
 
 @app.command()
@@ -675,9 +667,10 @@ def reach(
     container, the container itself), and what each connection needs (TLS, client cert, SAN)."""
     from simnet.model.reachability import reach_matrix, reachability, representatives
     from simnet.pipeline import load_and_derive
+    from simnet.scenario.load import scenario_path
 
     try:
-        _, deployment = load_and_derive(_scenario_path(scenario))
+        _, deployment = load_and_derive(scenario_path(scenario))
         name, port = _reach_to(to, deployment) if to is not None else (None, None)
     except SimnetError as e:
         _fail(e)
@@ -716,11 +709,13 @@ from simnet.routes_cli import routes_app  # noqa: E402  (sub-apps after the help
 
 from simnet.bosh_cli import bosh_app  # noqa: E402
 
+from simnet.analyze_cli import analyze  # noqa: E402
 from simnet.conform_cli import conform  # noqa: E402
 from simnet.sweep_cli import sweep  # noqa: E402
 
 app.command()(sweep)
 app.command()(conform)
+app.command()(analyze)
 app.add_typer(routes_app, name="routes")
 app.add_typer(bosh_app, name="bosh")
 

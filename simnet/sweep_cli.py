@@ -40,7 +40,8 @@ def sweep(
     sweep.csv (and sweep.parquet with pyarrow) and the comparison report sweep.html. Every
     point is checked before anything runs."""
     from simnet import __version__
-    from simnet.cli import _fail, _scenario_path
+    from simnet.cli import _fail
+    from simnet.scenario.load import scenario_path
     from simnet.report.sweep import write_sweep_report
     from simnet.sweep.executors import executor as make_executor
     from simnet.sweep.run import run
@@ -48,7 +49,7 @@ def sweep(
     from simnet.sweep.store import Store
 
     try:
-        s, data, source = sweep_source(_scenario_path(scenario))
+        s, data, source = sweep_source(scenario_path(scenario))
         pts = checked_points(s, data, source)
         runs_on = make_executor(executor.value, workers, scheduler)
     except SimnetError as e:

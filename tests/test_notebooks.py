@@ -89,6 +89,36 @@ def check_capacity(nb, probe: dict) -> None:
     assert f"peak {probe['run_n']} connections" in text
 
 
+def check_questions(nb, probe: dict) -> None:
+    """Each seed's question got an answer that matches the model it comes from."""
+    from simnet import questions as q
+
+    # seed 000: the route's port lands on Envoy; port 8080 and 10000 are reachable around it,
+    # until unproxied mappings are off, which changes reachability and nothing else
+    assert probe["landing"]["captured"] and probe["landing"]["verdict"] == "ACCEPT"
+    assert probe["bypasses"][0] > 0 and probe["bypasses"][1] == 0
+    assert probe["changes"] and {c[0] for c in probe["changes"]} == {"reachability"}
+    assert all("bypasses Envoy" in c[2] and "bypasses" not in c[3] for c in probe["changes"])
+    # seed 002: the seed's 16 MB is short at 100 connections; the assert names the fix
+    [h] = probe["headroom"]
+    assert h["envoy_mb"] > h["additional_mb"] == 16 and not h["fits"]
+    assert f"at least {h['recommended_mb']}" in probe["memory_failure"]
+    # seed 001: mTLS from the gateway, inbound captured to 15006, the proxy's uid not captured
+    hops = {hop["hop"]: hop for hop in probe["tls"]}
+    assert hops["istio ingress gateway -> Envoy sidecar"]["tls"] == "mtls"
+    assert probe["inbound"]["destination"].endswith(":15006") and probe["inbound"]["captured"]
+    assert not probe["outbound_as_proxy"]["captured"]
+    # seed 003: the VIP call goes into the VM's Envoy on 15001
+    assert probe["boshy"]["captured"] and probe["boshy"]["destination"].endswith(":15001")
+    # the duplicated exclusion is shadowed by its first copy, and nothing else is reported
+    [u] = probe["shadowed"]
+    assert u["reason"] == "shadowed" and u["by"] and "15090" in u["text"]
+    assert q.unreachable_rules("cf-for-k8s") == ()
+    # backend TLS off: the TLS hop to the sidecar disappears
+    assert any(c[0] == "tls" for c in probe["legacy"])
+    assert images(nb) == 0 and "AssertionError" not in stdout(nb)
+
+
 PROBES = {
     "explore-a-scenario": (
         "{'completed': metrics.completed, 'outcomes': {str(k): v for k, v in metrics.outcomes.items()}}",
@@ -101,6 +131,15 @@ PROBES = {
         " 'sweep': [[p.additional_mb, p.oom_kills, p.error_rate] for p in sweep],"
         " 'run_n': run_n, 'run_rule': [run_rule.seed_rule_mb, run_rule.recommended_mb]}",
         check_capacity),
+    "asking-questions": (
+        "{'landing': landing.__dict__, 'bypasses': [len(bypass), len(left_after)],"
+        " 'changes': [[c.question, c.subject, c.before, c.after] for c in changes],"
+        " 'headroom': headroom.to_json(), 'memory_failure': memory_failure,"
+        " 'tls': tls.to_json(), 'inbound': inbound.__dict__,"
+        " 'outbound_as_proxy': outbound_as_proxy.__dict__, 'boshy': boshy.__dict__,"
+        " 'shadowed': shadowed.to_json(),"
+        " 'legacy': [[c.question, c.subject, c.before, c.after] for c in legacy]}",
+        check_questions),
 }
 
 

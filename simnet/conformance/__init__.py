@@ -30,6 +30,12 @@ FEATURES: dict[tuple[str, str], str] = {
         "capture rules (istio-iptables)",
     ("test_kernel_differential", "test_golden_rulesets_agree_with_the_kernel_on_every_rule"):
         "capture rules: Istio goldens, rule by rule",
+    ("test_kernel_differential",
+     "test_rules_the_model_calls_unreachable_count_no_packet_in_the_kernel"):
+        "unreachable rules (kernel counters)",
+    ("test_kernel_differential",
+     "test_a_shadowed_istio_rule_counts_no_packet_while_its_first_copy_does"):
+        "unreachable rules (kernel counters)",
     ("test_tls_differential", "test_every_defect_on_each_side"): "certificate defects (OpenSSL)",
     ("test_tls_differential", "test_missing_client_certificate_alert_depends_on_the_version"):
         "mTLS: missing client certificate",

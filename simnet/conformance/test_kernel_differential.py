@@ -22,14 +22,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simnet.model import netfilter as nf
-from simnet.model.capture import istio_capture
+from simnet.model.capture import IstioConfig, istio_capture
+from simnet.model.interception import INJECTED_FIELDS
 from simnet.model.packet import Connection
 from simnet.model.packet_path import State, compile_ruleset, match
+from simnet.model.shadowing import unreachable_rules
 from simnet.real.netfilter import load_rules, probe
 from simnet.conformance import PEERS
 from simnet.real.netns import Topology
 from simnet.strategies.capture import istio_configs
-from simnet.strategies.netfilter import connections, rulesets
+from simnet.strategies.netfilter import connections, rulesets, rulesets_with_a_dead_copy
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("kernel_netns")]
 
@@ -46,6 +48,8 @@ KERNEL = settings(max_examples=SCALE * 5, deadline=None,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 ISTIO = settings(max_examples=SCALE * 2, deadline=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+COUNTERS = settings(max_examples=max(SCALE // 2, 10), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 def numeric_groups(text: str) -> str:
@@ -61,8 +65,10 @@ def listen_ports(rs: nf.Ruleset, conns) -> set[int]:
 KERNEL_CASES = {"rulesets": 0, "connections": 0}  # reported at the end of the run (conftest)
 
 
-def check_against_kernel(text: str, family: int, conns: list[Connection], ipv6: bool = False) -> None:
-    """Load ``text`` into a fresh topology, make each connection, compare with the model."""
+def check_against_kernel(text: str, family: int, conns: list[Connection], ipv6: bool = False
+                         ) -> dict[str, int]:
+    """Load ``text`` into a fresh topology, make each connection, compare with the model.
+    Returns the packets the kernel counted per rule (``table/CHAIN#n``) after the connections."""
     rs = nf.load(text, "<case>", family)
     compiled = compile_ruleset(rs)
     ports = listen_ports(rs, conns)
@@ -78,6 +84,27 @@ def check_against_kernel(text: str, family: int, conns: list[Connection], ipv6: 
             assert predicted == seen.outcome, (
                 f"model and kernel disagree\n--- ruleset (IPv{family})\n{text}--- connection\n{conn}\n"
                 f"--- model\n{predicted.to_json()}\n--- kernel\n{seen}")
+        return kernel_counters(topo, family)
+
+
+def kernel_counters(topo: Topology, family: int = 4) -> dict[str, int]:
+    """Packets each rule of the pod's ruleset matched, as the kernel counts them
+    (``iptables-save -c``: ``[packets:bytes] -A CHAIN ...``), keyed ``table/CHAIN#n``."""
+    tool = "iptables-save" if family == 4 else "ip6tables-save"
+    out = topo.pod.run([tool, "-c"], what=f"{tool} -c").stdout
+    counts: dict[str, int] = {}
+    position: dict[str, int] = {}
+    table = ""
+    for line in out.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip()
+        elif line.startswith("[") and " -A " in line:
+            packets = int(line[1:line.index(":")])
+            chain = line.split(" -A ", 1)[1].split()[0]
+            key = f"{table}/{chain}"
+            position[key] = position.get(key, 0) + 1
+            counts[f"{key}#{position[key]}"] = packets
+    return counts
 
 
 def recheck(text: str, family: int, conn: Connection, ports: set[int], ipv6: bool):
@@ -101,6 +128,16 @@ TOPO = Topology(ipv6=False)  # only its pure address helpers, to build matching 
 TOPO6 = Topology(ipv6=True)
 
 
+def test_a_loopback_source_natted_off_the_host_is_dropped_like_the_kernel():
+    """Found by the unreachable-rules test below: DNAT in nat OUTPUT sending a 127.0.0.1-sourced
+    connection to another host; the kernel's re-route refuses a loopback source off the host."""
+    text = "*nat\n-A OUTPUT -o lo -p tcp -j DNAT --to-destination 198.18.0.2\nCOMMIT\n"
+    conn = TOPO.outbound("127.0.0.1", 53, src="127.0.0.1", uid=1000, gid=1000)
+    predicted = compile_ruleset(nf.load(text)).trace(conn)
+    assert predicted.verdict == "DROP" and predicted.path[-1] == "routing:martian-source"
+    check_against_kernel(text, 4, [conn])
+
+
 @st.composite
 def istio_pod_connections(draw):
     """Connections an Istio pod sees: app or proxy traffic out, the gateway's traffic in."""
@@ -122,6 +159,41 @@ def istio_pod_connections(draw):
 @given(istio_configs(), st.lists(istio_pod_connections(), min_size=1, max_size=3))
 def test_istio_generated_rules_agree_with_the_kernel(config, conns):
     check_against_kernel(istio_capture(config).v4, 4, conns)
+
+
+# ----------------------------------------------------------------------------- unreachable rules
+
+
+@COUNTERS
+@given(st.data())
+def test_rules_the_model_calls_unreachable_count_no_packet_in_the_kernel(data):
+    """``simnet.model.shadowing`` against the kernel's own rule counters: after real
+    connections (random ones, and one aimed at each reported rule's matches), every rule
+    reported as never matching has counted 0 packets. A copy of a terminal rule is inserted
+    right after it, so most rulesets have at least one such rule."""
+    rs, copy = data.draw(rulesets_with_a_dead_copy(notrack=False), label="rules")
+    reported = unreachable_rules(rs)
+    assert copy is None or copy in {u.label() for u in reported}
+    conns = data.draw(st.lists(connections(), min_size=1, max_size=3), label="connections")
+    pool = candidate_connections(4)
+    conns += [c for u in reported if (c := aimed_at(_rule(rs, u), pool)) and c not in conns][:4]
+    counters = check_against_kernel(rs.save_text(), 4, conns)
+    counted = {u.label(): counters.get(u.label()) for u in reported}
+    assert all(n == 0 for n in counted.values()), (counted, rs.save_text())
+
+
+def test_a_shadowed_istio_rule_counts_no_packet_while_its_first_copy_does():
+    config = IstioConfig(**{**INJECTED_FIELDS, "InboundPortsExclude": "15090,15021,15020,15090"})
+    text = istio_capture(config).v4
+    [u] = unreachable_rules(nf.load(text))
+    assert (u.label(), u.by) == ("nat/ISTIO_INBOUND#5", "nat/ISTIO_INBOUND#2")
+    conn = TOPO.inbound(TOPO.address("eth0"), 15090, in_if="eth0", src=TOPO.peer_interfaces["eth0"])
+    counters = check_against_kernel(text, 4, [conn])
+    assert counters[u.by] >= 1 and counters[u.label()] == 0, counters
+
+
+def _rule(rs: nf.Ruleset, u) -> nf.Rule:
+    return rs.chain(u.table, u.chain).rules[u.index - 1]
 
 
 # ----------------------------------------------------------------------------- golden rulesets

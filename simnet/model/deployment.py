@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from simnet.errors import PortRangeExhausted
 from simnet.model.gateway import gateway_destinations
-from simnet.model.interception import CapturedPath, bosh_client, bosh_vip, istio_inbound
+from simnet.model.interception import (CapturedPath, bosh_client, bosh_vip, istio_config,
+                                       istio_inbound)
 from simnet.model.memory import (NO_PROXY, Footprint, additional_allocation_mb, footprint,
                                  listener_kind)
 from simnet.model.ports import ProxyPorts, instance_ports, proxy_ports
@@ -339,8 +340,9 @@ def _listeners(s: Scenario, inst: Instance) -> Iterator[tuple[Address, Listener]
     if s.platform == "istio":
         # Envoy answers (with mTLS) only where the pod's capture rules send the gateway's
         # connection to its inbound port; elsewhere the app itself answers, in plain text.
+        config = istio_config(s)
         for p in dict.fromkeys(s.app(inst.app).ports):
-            captured = istio_inbound(inst.container_ip, p, GATEWAY_IP).via_proxy
+            captured = istio_inbound(inst.container_ip, p, GATEWAY_IP, config).via_proxy
             yield (inst.container_ip, p), Listener(inst.guid, inst.app, captured)
         return
     if s.platform == "bosh":

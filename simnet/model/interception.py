@@ -15,12 +15,36 @@ from simnet.model.capture import IstioConfig, bosh_vip_rules, boshy_vips, istio_
 from simnet.model.netfilter import Ruleset, load
 from simnet.model.packet import Connection, Outcome
 from simnet.model.packet_path import CompiledRuleset, compile_ruleset
+from simnet.scenario.schema import App, Scenario
 
 # The sidecar injector's istio-iptables flags: capture every inbound port but Envoy's own
 # (15090 Prometheus, 15021 health, 15020 merged metrics), and all outbound traffic.
-ISTIO_INJECTED = IstioConfig(InboundPortsInclude="*", InboundPortsExclude="15090,15021,15020",
-                             OutboundIPRangesInclude="*")
+INJECTED_FIELDS = {"InboundPortsInclude": "*", "InboundPortsExclude": "15090,15021,15020",
+                   "OutboundIPRangesInclude": "*"}
+ISTIO_INJECTED = IstioConfig(**INJECTED_FIELDS)
 BOSH_JOB_UID = 1000  # BOSH jobs run as vcap, uid 1000 on stemcells
+CONTAINER_APP_UID = 2000  # vcap in a cflinuxfs container (Diego, and cf-for-k8s's app images)
+
+
+def istio_config(s: Scenario) -> IstioConfig:
+    """The pod's istio-iptables configuration: the injector's flags, then the scenario's
+    ``capture.istio`` fields (checked by the loader)."""
+    if not s.capture.istio:
+        return ISTIO_INJECTED
+    return _istio_config(tuple((k, tuple(v) if isinstance(v, list) else v)
+                               for k, v in s.capture.istio.items()))
+
+
+@lru_cache(maxsize=8)
+def _istio_config(fields: tuple) -> IstioConfig:
+    return IstioConfig.from_mapping({**INJECTED_FIELDS, **dict(fields)})
+
+
+def app_uid(s: Scenario, app: App) -> int:
+    """The uid an app's processes run as: its own ``uid``, else the platform's."""
+    if app.uid is not None:
+        return app.uid
+    return BOSH_JOB_UID if s.platform == "bosh" else CONTAINER_APP_UID
 BOSH_PROXY_PORT = 15001
 
 

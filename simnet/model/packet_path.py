@@ -42,6 +42,9 @@ LEGS = {
 }
 
 LOOPBACK_ADDRESS = {4: "127.0.0.1", 6: "::1"}
+# A loopback source NATed towards another host: the kernel's re-route (ip_route_me_harder)
+# refuses it, since 127.0.0.0/8 and ::1 never leave the host (route_localnet=0).
+MARTIAN_SOURCE = "routing:martian-source"
 
 
 @lru_cache(maxsize=4096)
@@ -260,6 +263,9 @@ def _run(s: State, leg, table_fn, path: list[str], nat: tuple[int, int] | None =
             elif denat is not None and hook == "POSTROUTING":
                 s.src, s.sport = denat
             if hook == "OUTPUT":  # ip_route_me_harder after a NAT rewrite
+                if s.is_loopback(s.src) and not s.is_local(s.dst):
+                    path.append(MARTIAN_SOURCE)
+                    return DROP
                 s.out_if = "lo" if s.is_local(s.dst) else s.route_if
             continue
         if table_fn(table, hook, s, path) == DROP:
@@ -493,6 +499,8 @@ class _Compiler:
             elif hook == "POSTROUTING":
                 out.append("    elif denat is not None: s.src, s.sport = denat")
             if hook == "OUTPUT":
+                out.append("    if s.is_loopback(s.src) and not s.is_local(s.dst): "
+                           f"path.append({MARTIAN_SOURCE!r}); return 2")
                 out.append("    s.out_if = 'lo' if s.is_local(s.dst) else s.route_if")
         out.append("    return 1")
 

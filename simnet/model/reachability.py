@@ -27,7 +27,7 @@ import networkx as nx
 from simnet.model.capture import diego_host_view
 from simnet.model.deployment import GATEWAY_IP, Deployment, Instance
 from simnet.model.envoy import CertFiles, cluster_name, downstream_tls_context
-from simnet.model.interception import istio_inbound
+from simnet.model.interception import istio_config, istio_inbound
 from simnet.model.ports import C2C_TLS_PORT
 from simnet.scenario.schema import App, Scenario
 
@@ -167,6 +167,7 @@ class Access:
     hops: tuple[str, ...]  # edge labels
     needs: Needs
     met_by_router: bool | None = None
+    proxied: bool = False  # the path passes through an Envoy listener (TLS proxy, inbound)
 
     def admits(self, client: Client) -> bool:
         """Whether ``client``, opening this access's connection, reaches the target: it speaks
@@ -179,7 +180,8 @@ class Access:
         return {"source": self.source, "opened_by": self.opened_by,
                 "address": _address_text(self.address), "name": self.name,
                 "needs": self.needs.to_json(), "text": self.needs.text(),
-                "met_by_router": self.met_by_router, "path": list(self.path),
+                "met_by_router": self.met_by_router, "proxied": self.proxied,
+                "path": list(self.path),
                 "hops": list(self.hops)}
 
 
@@ -421,7 +423,8 @@ class _Builder:
                                port if kind == "app-port" else None)
             via = captured.get(port)
             if via is None:  # not in the derived listeners (sidecar ports): ask the rules
-                via = istio_inbound(inst.container_ip, port, GATEWAY_IP).via_proxy
+                via = istio_inbound(inst.container_ip, port, GATEWAY_IP,
+                                   istio_config(self.s)).via_proxy
             entry = sock
             if via:
                 entry = self.node(f"inbound:{inst.guid}:{port}", "envoy-inbound",
@@ -573,7 +576,8 @@ def accesses(g: nx.DiGraph, target: str, router_cert: tuple[str, str | None] | N
         out.append(Access(
             source=source, target=t, opened_by=opened_by, address=dial,
             name=_path_name(g, path, needs), path=tuple(g.nodes[n]["label"] for n in path),
-            hops=tuple(e["label"] for e in edges), needs=needs, met_by_router=met))
+            hops=tuple(e["label"] for e in edges), needs=needs, met_by_router=met,
+            proxied=any(k in ("listener", "envoy-inbound") for k in kinds)))
     return tuple(sorted(out, key=lambda a: (SOURCES.index(a.source), _strength(a), a.name,
                                             a.path)))
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from ruamel.yaml import YAML
@@ -31,7 +31,8 @@ from ruamel.yaml.reader import ReaderError
 from ruamel.yaml.scalarbool import ScalarBoolean
 
 from simnet.errors import Problem, SimnetError
-from simnet.scenario.schema import C2C_TLS_PORT, App, Client, Fault, Route, Routers, Scenario
+from simnet.model.ports import C2C_TLS_PORT
+from simnet.scenario.schema import App, Client, Fault, Route, Routers, Scenario
 
 Loc = tuple[str | int, ...]
 
@@ -507,36 +508,59 @@ _CLIENT = TypeAdapter(Client)
 _FAULT = TypeAdapter(Fault)
 
 
-def _references(p: _Parts) -> Iterator[tuple[Loc, str]]:
+class Ref(NamedTuple):
+    """A problem a cross-reference check found. ``code``: the ``simnet analyze`` finding it is
+    (simnet/analysis/catalogue.yaml); the loader rejects it either way, the analyzer reports
+    coded ones as findings and goes on."""
+
+    loc: Loc
+    message: str
+    code: str | None = None
+
+
+RESERVED_PORT = "SIM0001"
+PORT_COLLISION = "SIM0002"
+ROUTE_WEIGHTS = "SIM0009"
+ROUTE_PORT_UNSERVED = "SIM0010"
+
+
+def _reserved(port: int) -> str:
+    return f"port {port} is reserved for container-to-container TLS"
+
+
+def _references(p: _Parts) -> Iterator[Ref]:
     apps: dict[str, App] = {}
     seen: set[str] = set()
     for i, app in enumerate(p.apps or []):
         if app is None:
             continue
         if app.name in seen:
-            yield ("apps", i, "name"), f"duplicate app name {app.name!r}"
+            yield Ref(("apps", i, "name"), f"duplicate app name {app.name!r}")
         seen.add(app.name)
         apps.setdefault(app.name, app)
+        for k, port in enumerate(app.ports):
+            if port == C2C_TLS_PORT:
+                yield Ref(("apps", i, "ports", k), _reserved(port), RESERVED_PORT)
         owner: dict[int, str] = {}
         for j, sc in enumerate(app.sidecars):
             for k, port in enumerate(sc.ports):
                 loc = ("apps", i, "sidecars", j, "ports", k)
                 if port in app.ports:
-                    yield loc, (
+                    yield Ref(loc, (
                         f"port {port} is already the app's port: sidecars share the network "
                         "namespace, so two processes cannot listen on it"
-                    )
+                    ), PORT_COLLISION)
                 elif port == C2C_TLS_PORT:
-                    yield loc, f"port {port} is reserved for container-to-container TLS"
+                    yield Ref(loc, _reserved(port), RESERVED_PORT)
                 elif port in owner and owner[port] != sc.name:
-                    yield loc, (
+                    yield Ref(loc, (
                         f"port {port} is already sidecar {owner[port]!r}'s: sidecars share the "
                         "network namespace, so two processes cannot listen on it"
-                    )
+                    ), PORT_COLLISION)
                 owner.setdefault(port, sc.name)
         if p.duration_s is not None and app.start_s >= p.duration_s:
-            yield ("apps", i, "start_s"), (
-                f"at or after the end of the run ({p.duration_s:g} s): this app never starts")
+            yield Ref(("apps", i, "start_s"), (
+                f"at or after the end of the run ({p.duration_s:g} s): this app never starts"))
     names = p.app_names
 
     def unknown(name: str) -> bool:
@@ -550,61 +574,61 @@ def _references(p: _Parts) -> Iterator[tuple[Loc, str]]:
             continue
         hosts.add(r.host)
         if unknown(r.app):
-            yield ("routes", i, "app"), f"no app named {r.app!r}"
+            yield Ref(("routes", i, "app"), f"no app named {r.app!r}")
         elif r.app in apps and r.port not in apps[r.app].ports:
-            yield ("routes", i, "port"), (
+            yield Ref(("routes", i, "port"), (
                 f"app {r.app!r} does not listen on {r.port} (its ports: {apps[r.app].ports})"
-            )
+            ), ROUTE_PORT_UNSERVED)
         if p.duration_s is not None and r.at_s >= p.duration_s:
-            yield ("routes", i, "at_s"), f"at or after the end of the run ({p.duration_s:g} s)"
+            yield Ref(("routes", i, "at_s"), f"at or after the end of the run ({p.duration_s:g} s)")
     yield from _weight_problems(p)
     for i, c in enumerate(p.clients):
         if c is None:
             continue
         if hosts_known and c.host not in hosts:
             known = f" (routes: {', '.join(sorted(hosts))})" if hosts else " (there are no routes)"
-            yield ("clients", i, "host"), f"no route for host {c.host!r}{known}"
+            yield Ref(("clients", i, "host"), f"no route for host {c.host!r}{known}")
         if p.duration_s is not None and c.start_s >= p.duration_s:
-            yield ("clients", i, "start_s"), (
+            yield Ref(("clients", i, "start_s"), (
                 f"at or after the end of the run ({p.duration_s:g} s): this client never sends"
-            )
+            ))
     for i, f in enumerate(p.faults):
         if f is None:
             continue
         if f.kind == "restart_router":
             if p.router_count is not None and f.router >= p.router_count:
-                yield ("faults", i, "router"), (
+                yield Ref(("faults", i, "router"), (
                     f"there are {p.router_count} router(s) (0-{p.router_count - 1}); "
-                    f"index {f.router} does not exist")
+                    f"index {f.router} does not exist"))
         if not hasattr(f, "app"):  # router and link faults
             if p.duration_s is not None and f.at_s > p.duration_s:
-                yield ("faults", i, "at_s"), f"after the end of the run ({p.duration_s:g} s)"
+                yield Ref(("faults", i, "at_s"), f"after the end of the run ({p.duration_s:g} s)")
             continue
         if unknown(f.app):
-            yield ("faults", i, "app"), f"no app named {f.app!r}"
+            yield Ref(("faults", i, "app"), f"no app named {f.app!r}")
         elif f.app in apps and f.instance >= apps[f.app].instances:
-            yield ("faults", i, "instance"), (
+            yield Ref(("faults", i, "instance"), (
                 f"app {f.app!r} has {apps[f.app].instances} instance(s) (0-"
                 f"{apps[f.app].instances - 1}); index {f.instance} does not exist"
                 if apps[f.app].instances else
                 f"app {f.app!r} has no instances; index {f.instance} does not exist"
-            )
+            ))
         if p.duration_s is not None and f.at_s > p.duration_s:
-            yield ("faults", i, "at_s"), f"after the end of the run ({p.duration_s:g} s)"
+            yield Ref(("faults", i, "at_s"), f"after the end of the run ({p.duration_s:g} s)")
         elif f.app in apps and f.at_s < apps[f.app].start_s:
-            yield ("faults", i, "at_s"), (
-                f"app {f.app!r} is pushed at {apps[f.app].start_s:g} s: no instance runs yet")
+            yield Ref(("faults", i, "at_s"), (
+                f"app {f.app!r} is pushed at {apps[f.app].start_s:g} s: no instance runs yet"))
         if f.kind == "move":
             if unknown(f.reused_by):
-                yield ("faults", i, "reused_by"), f"no app named {f.reused_by!r}"
+                yield Ref(("faults", i, "reused_by"), f"no app named {f.reused_by!r}")
             elif f.reused_by == f.app:
-                yield ("faults", i, "reused_by"), (
+                yield Ref(("faults", i, "reused_by"), (
                     "must be another app: the move fault tests that a stale route to the old "
                     "address never reaches a different app"
-                )
+                ))
 
 
-def _weight_problems(p: _Parts) -> Iterator[tuple[Loc, str]]:
+def _weight_problems(p: _Parts) -> Iterator[Ref]:
     """Weights are cf-for-k8s's: at every moment, all or none of a route's destinations carry
     one, and they sum to 100 (the RouteController rejects anything else). Mapping an app's port
     to the route again later sets its new weight."""
@@ -618,9 +642,9 @@ def _weight_problems(p: _Parts) -> Iterator[tuple[Loc, str]]:
         if p.platform not in (None, "istio"):
             for i, r in members:
                 if r.weight is not None:
-                    yield ("routes", i, "weight"), (
+                    yield Ref(("routes", i, "weight"), (
                         f"weights are cf-for-k8s (platform: istio) only; {p.platform} balances "
-                        "over every instance of every app mapped to the route")
+                        "over every instance of every app mapped to the route"))
             continue
         for at in sorted({r.at_s for _, r in members}):
             latest: dict[tuple[str, int], tuple[int, Route]] = {}
@@ -632,32 +656,74 @@ def _weight_problems(p: _Parts) -> Iterator[tuple[Loc, str]]:
             weighted = [(i, r) for i, r in now if r.weight is not None]
             if weighted and len(weighted) < len(now):
                 i = next(i for i, r in now if r.weight is None)
-                yield ("routes", i, "weight"), (
-                    f"{where}: weights must be given for all of its destinations or none")
+                yield Ref(("routes", i, "weight"), (
+                    f"{where}: weights must be given for all of its destinations or none"),
+                    ROUTE_WEIGHTS)
                 break
             if weighted and (total := sum(r.weight for _, r in weighted)) != 100:
-                yield ("routes", weighted[-1][0], "weight"), (
-                    f"{where}: destination weights sum to {total}, not 100")
+                yield Ref(("routes", weighted[-1][0], "weight"), (
+                    f"{where}: destination weights sum to {total}, not 100"), ROUTE_WEIGHTS)
                 break
 
 
-def reference_problems(s: Scenario) -> Iterator[tuple[Loc, str]]:
-    """Cross-references the schema cannot see: unknown apps, ports no app listens on, clashes."""
+def reference_problems(s: Scenario) -> Iterator[Ref]:
+    """Cross-references the schema cannot see: unknown apps, ports no app listens on, clashes,
+    istio-iptables fields."""
     yield from _references(_Parts.of(s))
+    yield from _capture_problems(s)
+
+
+def _capture_problems(s: Scenario) -> Iterator[Ref]:
+    if not s.capture.istio:
+        return
+    if s.platform != "istio":
+        yield Ref(("capture", "istio"), "istio-iptables settings need platform: istio")
+        return
+    from simnet.model.istio_config import IstioConfig  # the model imports the schema
+
+    try:
+        IstioConfig.from_mapping(s.capture.istio)
+    except SimnetError as e:
+        for p in e.problems:
+            yield Ref(("capture", "istio", p.field) if p.field else ("capture", "istio"), p.message)
+
+
+def _certificate_problems(s: Scenario, file: str, source: SourceMap) -> list[Problem]:
+    """Every ``certificates`` file must hold PEM certificates (errors name that file's line)."""
+    from simnet.credentials import certificates
+
+    problems = []
+    for i, c in enumerate(s.certificates):
+        try:
+            certificates(relative_to(file, c.file), f"certificates[{i}].file")
+        except SimnetError as e:
+            problems += [source.problem(("certificates", i, "file"), str(p)) for p in e.problems]
+    return problems
+
+
+def relative_to(scenario_file: str, path: str) -> Path:
+    """A path the scenario names, relative to the scenario file (as given for text)."""
+    p = Path(path)
+    return p if p.is_absolute() or scenario_file == "<string>" else Path(scenario_file).parent / p
 
 
 # --- entry points -------------------------------------------------------------------------
 
 
-def load_text(text: str, file: str = "<string>") -> tuple[Scenario, SourceMap]:
-    """Parse and validate scenario text; raise SimnetError listing every problem."""
+def load_text(text: str, file: str = "<string>", findings: list[tuple[str, Problem]] | None = None
+              ) -> tuple[Scenario, SourceMap]:
+    """Parse and validate scenario text; raise SimnetError listing every problem (with
+    ``findings``, see ``_load_text``)."""
     try:
-        return _load_text(text, file)
+        return _load_text(text, file, findings)
     except RecursionError:
         raise SimnetError(Problem(file, 1, "", "the document is nested too deeply")) from None
 
 
-def _load_text(text: str, file: str) -> tuple[Scenario, SourceMap]:
+def _load_text(text: str, file: str, findings: list[tuple[str, Problem]] | None = None
+               ) -> tuple[Scenario, SourceMap]:
+    """The loader; with ``findings``, coded cross-reference problems go there as (code,
+    problem) instead of failing the load (``simnet analyze`` reports them with their code)."""
     doc, problems = _yaml_document(text, file)
     source = SourceMap(file, doc)
     if doc is None:
@@ -681,9 +747,14 @@ def _load_text(text: str, file: str) -> tuple[Scenario, SourceMap]:
         scenario = Scenario.model_validate(data, strict=True)
     except ValidationError as err:
         problems += _schema_problems(err, source)
-        problems += [source.problem(loc, msg) for loc, msg in _references(_Parts.of_raw(data))]
+        problems += [source.problem(r.loc, r.message) for r in _references(_Parts.of_raw(data))]
         raise SimnetError(problems) from None
-    problems += [source.problem(loc, msg) for loc, msg in reference_problems(scenario)]
+    for r in reference_problems(scenario):
+        if r.code is not None and findings is not None:
+            findings.append((r.code, source.problem(r.loc, r.message)))
+        else:
+            problems.append(source.problem(r.loc, r.message))
+    problems += _certificate_problems(scenario, file, source)
     if problems:
         raise SimnetError(problems)
     return scenario, source
@@ -697,9 +768,7 @@ def _with_manifest(data: dict, file: str, source: SourceMap) -> list[Problem]:
 
     if data.get("platform") != "bosh":
         return [source.problem(("bosh_manifest",), "a BOSH manifest needs platform: bosh")]
-    path = Path(data["bosh_manifest"])
-    if not path.is_absolute() and file != "<string>":
-        path = Path(file).parent / path
+    path = relative_to(file, data["bosh_manifest"])
     parts = scenario_parts(load_manifest(path))
     problems = []
     apps = data.setdefault("apps", [])
@@ -733,6 +802,19 @@ def _plain_or(node: Any) -> Any:
 
 def load_scenario(path: str | Path) -> tuple[Scenario, SourceMap]:
     """Load a scenario file; the file name in errors is the path as given."""
+    return load_text(_read_scenario(path), str(path))
+
+
+def load_for_analysis(path: str | Path) -> tuple[Scenario, SourceMap, list[tuple[str, Problem]]]:
+    """Load a scenario file keeping apart the problems ``simnet analyze`` has a code for
+    (reserved and colliding ports, route weights, unserved route ports) as (code, problem);
+    anything else wrong still raises SimnetError."""
+    findings: list[tuple[str, Problem]] = []
+    scenario, source = load_text(_read_scenario(path), str(path), findings)
+    return scenario, source, findings
+
+
+def _read_scenario(path: str | Path) -> str:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -741,7 +823,7 @@ def load_scenario(path: str | Path) -> tuple[Scenario, SourceMap]:
     except UnicodeDecodeError as e:
         line = p.read_bytes().count(b"\n", 0, e.start) + 1
         raise SimnetError(Problem(str(path), line, "", "not UTF-8 text")) from None
-    return load_text(text.removeprefix("\ufeff"), str(path))
+    return text.removeprefix("\ufeff")
 
 
 BUNDLED = Path(__file__).resolve().parent.parent / "scenarios"
@@ -751,3 +833,11 @@ DEFAULT_SCENARIO = "diego-route-integrity"
 def bundled(name: str = DEFAULT_SCENARIO) -> Path:
     """Path of a scenario shipped with simnet."""
     return BUNDLED / f"{name}.yaml"
+
+
+def scenario_path(value: str | Path) -> Path:
+    """A scenario file, or the name of a bundled scenario."""
+    path = Path(value)
+    if not path.exists() and bundled(str(value)).exists():
+        return bundled(str(value))
+    return path

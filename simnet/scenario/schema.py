@@ -7,24 +7,29 @@ BOSH manifest. ``simnet schema`` publishes this as JSON Schema for editors.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from simnet.sweep.design import Sweep
 
+def _iso_time(value: str | datetime) -> str:
+    """An ISO 8601 moment with its time zone (``Z`` or an offset), as text; YAML's own
+    timestamps (unquoted) are accepted too."""
+    moment = value
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an ISO 8601 time such as 2026-12-01T09:00:00Z"
+                             ) from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{value!s} has no time zone: add Z (UTC) or an offset such as +01:00")
+    return moment.isoformat()
+
+
 Port = Annotated[int, Field(ge=1, le=65535, description="A TCP port, 1-65535.")]
-C2C_TLS_PORT = 61443
-
-
-def _not_c2c(port: int) -> int:
-    if port == C2C_TLS_PORT:
-        raise ValueError(f"port {port} is reserved for container-to-container TLS")
-    return port
-
-
-# A port a process in the container listens on: Diego keeps 61443 for its C2C TLS listener.
-ContainerPort = Annotated[Port, AfterValidator(_not_c2c)]
 
 
 class Strict(BaseModel):
@@ -183,8 +188,12 @@ class App(Strict):
     memory_used_mb: float | None = Field(
         default=None, ge=0, description="What the app process itself uses; default half its quota."
     )
-    ports: list[ContainerPort] = Field(default_factory=lambda: [8080], min_length=1)
+    ports: list[Port] = Field(default_factory=lambda: [8080], min_length=1)  # 61443: the loader
     process_type: str = "web"
+    uid: int | None = Field(
+        default=None, ge=0, le=4_294_967_294, description="The uid the app's processes run "
+        "as; default the platform's: 2000 (vcap in a Diego or cf-for-k8s container), 1000 "
+        "(vcap on a BOSH stemcell). Capture rules that match on the owner see it.")
     env: dict[str, str | int] = Field(default_factory=dict)
     sidecars: list[Sidecar] = Field(default_factory=list)
     service_time: Latency = Field(default_factory=lambda: constant(5.0))
@@ -341,6 +350,22 @@ class LatencySpikeFault(Strict):
     extra_ms: float = Field(gt=0, le=600_000)
 
 
+class Capture(Strict):
+    """The platform's capture rules. ``istio``: istio-iptables fields (Istio's own ``Config``
+    names, as in a pod's ``istio-init`` arguments) over the sidecar injector's defaults."""
+
+    istio: dict[str, str | int | bool | list[str]] = Field(
+        default_factory=dict, description="platform: istio -- istio-iptables Config fields, "
+        "e.g. InboundPortsExclude: \"15090,15021,15020\"; see docs/capture.md.")
+
+
+class CertificateFile(Strict):
+    """A PEM file of certificates the deployment uses, and the role they play."""
+
+    file: str = Field(min_length=1, description="Path, relative to the scenario file.")
+    role: Literal["router_client", "router_ca", "instance_identity_ca", "trusted_ca"]
+
+
 Fault = Annotated[Union[KillFault, MoveFault, CertificateFault, RouterRestartFault,
                         LatencySpikeFault], Field(discriminator="kind")]
 
@@ -368,6 +393,14 @@ class Scenario(Strict):
     clients: list[Client] = Field(default_factory=list)
     latency: Latencies = Field(default_factory=Latencies)
     faults: list[Fault] = Field(default_factory=list)
+    capture: Capture = Field(default_factory=lambda: Capture())
+    certificates: list[CertificateFile] = Field(
+        default_factory=list, description="PEM files the deployment uses, for `simnet analyze` "
+        "to check their validity against the run.")
+    starts_at: Annotated[str | datetime, AfterValidator(_iso_time)] | None = Field(
+        default=None, description="The wall-clock moment t=0 stands for (ISO 8601, e.g. "
+        "2026-12-01T09:00:00Z); `simnet analyze` checks certificates against it, or against "
+        "the time it runs when not given.")
     sweep: Sweep | None = Field(default=None, description="Variants to run with `simnet sweep`.")
 
     def app(self, name: str) -> App:

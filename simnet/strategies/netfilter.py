@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from simnet.model import netfilter as nf
 from simnet.model.packet import Connection
 from simnet.real.netns import Topology
 
@@ -142,6 +143,25 @@ def rulesets(draw, notrack: bool = True) -> str:
                            max_size=4, unique=True))
     order = ["raw", "mangle", "nat", "filter"]
     return "".join(draw(_table_block(t, notrack)) for t in sorted(tables, key=order.index))
+
+
+TERMINAL_TARGETS = ("ACCEPT", "DROP", "RETURN", "REDIRECT", "DNAT", "TPROXY")
+
+
+@st.composite
+def rulesets_with_a_dead_copy(draw, notrack: bool = True) -> tuple[nf.Ruleset, str | None]:
+    """A ruleset from ``rulesets`` with a copy of one of its terminal rules (a verdict, RETURN,
+    or ``-g``) inserted right after it: first match wins, so the copy can never match. Returns
+    the ruleset and the copy's ``table/CHAIN#n`` (None when no rule is terminal)."""
+    rs = nf.load(draw(rulesets(notrack)))
+    terminal = [(t, c, n, r) for t, c, n, r in rs.rules() if r.target is not None and (
+        r.target.goto if r.target.name in rs.tables[t].chains
+        else r.target.name in TERMINAL_TARGETS)]
+    if not terminal:
+        return rs, None
+    t, c, n, r = draw(st.sampled_from(terminal))
+    rs.chain(t, c).rules.insert(n, r)
+    return rs, f"{t}/{c}#{n + 1}"
 
 
 @st.composite

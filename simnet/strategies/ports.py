@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from simnet.scenario.schema import C2C_TLS_PORT
+from simnet.model.ports import C2C_TLS_PORT
 
 
 def port_lists(max_size: int = 20, unique: bool = True) -> st.SearchStrategy[list[int]]:
