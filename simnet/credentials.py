@@ -20,9 +20,19 @@ _BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.DOTAL
 _KEY_LABELS = ("PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY")
 
 
+MAX_PEM_BYTES = 16 * 1024 * 1024  # far above any CA bundle; /proc/kcore is a "file" too
+
+
 def _read(path: Path, what: str) -> str:
+    if path.exists() and not path.is_file():  # a directory, a device, a FIFO: never read it
+        raise SimnetError(Problem(str(path), None, what, "not a regular file"))
     try:
-        return path.read_text(encoding="ascii")
+        with path.open("rb") as f:
+            data = f.read(MAX_PEM_BYTES + 1)
+        if len(data) > MAX_PEM_BYTES:
+            raise SimnetError(Problem(str(path), None, what, (
+                f"larger than {MAX_PEM_BYTES // (1024 * 1024)} MiB: not a PEM file")))
+        return data.decode("ascii")
     except OSError as e:
         raise SimnetError(Problem(str(path), None, what, f"cannot read: {e.strerror or e}")) from None
     except UnicodeDecodeError:

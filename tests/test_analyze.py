@@ -117,7 +117,7 @@ def test_catalogue_entries_are_complete_and_stable():
     assert list(raw) == sorted(raw)
     for code, m in catalogue().items():
         assert re.fullmatch(r"SIM\d{4}", code) and m.level in LEVELS
-        assert m.anchor == f"{code.lower()}-{m.name.lower()}" or m.anchor.startswith(code.lower())
+        assert m.anchor == f"{code.lower()}-{m.name.lower()}"
     names = [m.name for m in catalogue().values()]
     assert len(set(names)) == len(names)
 
@@ -180,3 +180,18 @@ def test_bad_input_exits_2_without_a_traceback(tmp_path):
     assert bad_at.returncode == 2 and "--at" in bad_at.stderr and "Traceback" not in bad_at.stderr
     bad_format = simnet(str(HERE / "clean-diego.yaml"), "--format", "xml")
     assert bad_format.returncode == 2 and "Traceback" not in bad_format.stderr
+
+
+def test_certificate_files_must_hold_certificates(tmp_path):
+    """A missing, unreadable or certificate-less file is an input error at the scenario's
+    line, carrying the PEM file's own problem (never read: a device such as /dev/zero)."""
+    text = (HERE / "sim0011-certificate-expires.yaml").read_text()
+    (tmp_path / "garbage.pem").write_text("not a certificate\n")
+    for name, words in (("missing.pem", "cannot read"), ("garbage.pem", "garbage.pem"),
+                        ("/dev/zero", "not a regular file")):
+        scenario = tmp_path / "s.yaml"
+        scenario.write_text(text.replace("sim0011-router-client.pem", name))
+        with pytest.raises(SimnetError) as e:
+            analyze(scenario)
+        message = str(e.value)
+        assert message.startswith(f"{scenario}:8: certificates.0.file: ") and words in message

@@ -31,6 +31,9 @@ FEATURES: dict[tuple[str, str], str] = {
     ("test_kernel_differential", "test_golden_rulesets_agree_with_the_kernel_on_every_rule"):
         "capture rules: Istio goldens, rule by rule",
     ("test_kernel_differential",
+     "test_a_loopback_source_natted_off_the_host_is_dropped_like_the_kernel"):
+        "iptables evaluation: every match and target",
+    ("test_kernel_differential",
      "test_rules_the_model_calls_unreachable_count_no_packet_in_the_kernel"):
         "unreachable rules (kernel counters)",
     ("test_kernel_differential",

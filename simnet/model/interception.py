@@ -23,6 +23,7 @@ INJECTED_FIELDS = {"InboundPortsInclude": "*", "InboundPortsExclude": "15090,150
                    "OutboundIPRangesInclude": "*"}
 ISTIO_INJECTED = IstioConfig(**INJECTED_FIELDS)
 BOSH_JOB_UID = 1000  # BOSH jobs run as vcap, uid 1000 on stemcells
+BOSH_PROXY_PORT = 15001
 CONTAINER_APP_UID = 2000  # vcap in a cflinuxfs container (Diego, and cf-for-k8s's app images)
 
 
@@ -37,7 +38,8 @@ def istio_config(s: Scenario) -> IstioConfig:
 
 @lru_cache(maxsize=8)
 def _istio_config(fields: tuple) -> IstioConfig:
-    return IstioConfig.from_mapping({**INJECTED_FIELDS, **dict(fields)})
+    given = {k: list(v) if isinstance(v, tuple) else v for k, v in fields}
+    return IstioConfig.from_mapping({**INJECTED_FIELDS, **given})
 
 
 def app_uid(s: Scenario, app: App) -> int:
@@ -45,7 +47,6 @@ def app_uid(s: Scenario, app: App) -> int:
     if app.uid is not None:
         return app.uid
     return BOSH_JOB_UID if s.platform == "bosh" else CONTAINER_APP_UID
-BOSH_PROXY_PORT = 15001
 
 
 @dataclass(frozen=True)

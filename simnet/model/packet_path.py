@@ -42,8 +42,9 @@ LEGS = {
 }
 
 LOOPBACK_ADDRESS = {4: "127.0.0.1", 6: "::1"}
-# A loopback source NATed towards another host: the kernel's re-route (ip_route_me_harder)
-# refuses it, since 127.0.0.0/8 and ::1 never leave the host (route_localnet=0).
+# A new local connection from a loopback source that nat OUTPUT sends towards another host:
+# the kernel's re-route (ip_route_me_harder) refuses it, since 127.0.0.0/8 never leaves the
+# host (route_localnet=0). Replies are routed by their socket and are not re-checked here.
 MARTIAN_SOURCE = "routing:martian-source"
 
 
@@ -258,14 +259,14 @@ def _run(s: State, leg, table_fn, path: list[str], nat: tuple[int, int] | None =
             if s.tracked and s.ctstate == "NEW":
                 if table_fn(table, hook, s, path) == DROP:
                     return DROP
+                if hook == "OUTPUT" and s.is_loopback(s.src) and not s.is_local(s.dst):
+                    path.append(MARTIAN_SOURCE)  # the re-route refuses it
+                    return DROP
             elif nat is not None and hook in ("OUTPUT", "PREROUTING"):
                 s.dst, s.dport = nat
             elif denat is not None and hook == "POSTROUTING":
                 s.src, s.sport = denat
             if hook == "OUTPUT":  # ip_route_me_harder after a NAT rewrite
-                if s.is_loopback(s.src) and not s.is_local(s.dst):
-                    path.append(MARTIAN_SOURCE)
-                    return DROP
                 s.out_if = "lo" if s.is_local(s.dst) else s.route_if
             continue
         if table_fn(table, hook, s, path) == DROP:
@@ -494,13 +495,14 @@ class _Compiler:
                 continue
             out.append("    if s.tracked and s.ctstate == 'NEW':")
             out.extend("        " + line for line in (call if chain.rules or chain.policy != "ACCEPT" else ["pass"]))
+            if hook == "OUTPUT":
+                out.append("        if s.is_loopback(s.src) and not s.is_local(s.dst): "
+                           f"path.append({MARTIAN_SOURCE!r}); return 2")
             if hook in ("OUTPUT", "PREROUTING"):
                 out.append("    elif nat is not None: s.dst, s.dport = nat")
             elif hook == "POSTROUTING":
                 out.append("    elif denat is not None: s.src, s.sport = denat")
             if hook == "OUTPUT":
-                out.append("    if s.is_loopback(s.src) and not s.is_local(s.dst): "
-                           f"path.append({MARTIAN_SOURCE!r}); return 2")
                 out.append("    s.out_if = 'lo' if s.is_local(s.dst) else s.route_if")
         out.append("    return 1")
 
