@@ -10,16 +10,16 @@ from __future__ import annotations
 import difflib
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from ruamel.yaml import YAML
 
 from simnet.errors import SimnetError
 from simnet.model.ingress import UpstreamTLS, ingress_bootstrap
-from simnet.model.routecontroller import Translation, TranslationError, translate
+from simnet.model.routecontroller import INGRESS_GATEWAY, Translation, TranslationError, translate
 from simnet.scenario.routes import load_routes
 
 routes_app = typer.Typer(no_args_is_help=True,
@@ -29,13 +29,19 @@ routes_app = typer.Typer(no_args_is_help=True,
 SEED_TLS = UpstreamTLS("/etc/certs/cert-chain.pem", "/etc/certs/key.pem", "/etc/certs/root-cert.pem")
 
 Files = Annotated[list[Path], typer.Argument(metavar="FILE...", help="Route resource YAML files.")]
+Gateway = Annotated[str, typer.Option(
+    help="The RouteController's ISTIO_GATEWAY_NAME: the Gateway of non-internal VirtualServices.")]
+Namespace = Annotated[Optional[str], typer.Option(
+    help="Namespace of Routes that name none (as kubectl apply -n); default cf-workloads.")]
 
 
-def _translation(files: list[Path]) -> Translation:
-    """The translation of every Route in ``files``; refused Routes as located problems."""
+def translation(files: Sequence[str | Path], *, gateway: str = INGRESS_GATEWAY,
+                namespace: str | None = None) -> Translation:
+    """The translation of every Route in ``files`` together (one namespace, as the controller
+    lists them); Routes it refuses raise SimnetError naming their file, line and field."""
     located = load_routes(*files)
     try:
-        return translate([x.route for x in located])
+        return translate([x.route for x in located], gateway=gateway, namespace=namespace)
     except TranslationError as e:
         raise SimnetError([located[k].problem(loc, message) for k, loc, message in e.problems]) \
             from None
@@ -60,8 +66,11 @@ def _envoy_objects(t: Translation) -> dict[str, dict]:
     return out
 
 
-# Each layer: a name and the function giving its objects by name. Add a layer here to diff it.
-LAYERS: dict[str, Callable[[Translation], dict[str, dict]]] = {
+Layer = Callable[[Translation], dict[str, dict]]
+
+# The hook for `diff`: each layer's name and the function giving its objects by name from a
+# translation. Add a layer here (or pass `layers=`) to diff it too.
+LAYERS: dict[str, Layer] = {
     "Service": lambda t: {s["metadata"]["name"]: s for s in t.services},
     "VirtualService": lambda t: {v["metadata"]["name"]: v for v in t.virtual_services},
     "Envoy": _envoy_objects,
@@ -77,14 +86,42 @@ def _yaml(obj) -> str:
     return out.getvalue()
 
 
-def layer_changes(before: Translation, after: Translation) -> dict[str, dict[str, list]]:
+def layer_changes(before: Translation, after: Translation,
+                  layers: Mapping[str, Layer] = LAYERS) -> dict[str, dict[str, list]]:
     """Per layer, the names of objects added, removed and changed between two states."""
     out = {}
-    for layer, objects in LAYERS.items():
+    for layer, objects in layers.items():
         old, new = objects(before), objects(after)
         out[layer] = {"added": sorted(set(new) - set(old)), "removed": sorted(set(old) - set(new)),
                       "changed": sorted(k for k in set(old) & set(new) if old[k] != new[k])}
     return out
+
+
+def diff_report(files: Sequence[str | Path], states: Sequence[Translation],
+                layers: Mapping[str, Layer] = LAYERS) -> tuple[list[dict], str]:
+    """For each consecutive pair of states, per layer the objects added, removed and changed
+    (as data) and the text `diff` prints: each added object in full, a unified diff of each
+    changed one."""
+    steps: list[dict] = []
+    lines: list[str] = []
+    for (a, ta), (b, tb) in zip(zip(files, states), zip(files[1:], states[1:])):
+        changes = layer_changes(ta, tb, layers)
+        steps.append({"from": str(a), "to": str(b), "layers": changes})
+        lines.append(f"== {a} -> {b}\n")
+        for layer, change in changes.items():
+            old, new = layers[layer](ta), layers[layer](tb)
+            for kind, sign in (("added", "+"), ("removed", "-"), ("changed", "~")):
+                for name in change[kind]:
+                    lines.append(f"{sign} {layer} {name}\n")
+                    if kind == "added":
+                        lines += [f"    {line}" for line in _yaml(new[name]).splitlines(True)]
+            for name in change["changed"]:
+                lines += difflib.unified_diff(
+                    _yaml(old[name]).splitlines(True), _yaml(new[name]).splitlines(True),
+                    f"{layer} {name} (before)", f"{layer} {name} (after)")
+            if not any(change.values()):
+                lines.append(f"  {layer}: no change\n")
+    return steps, "".join(lines)
 
 
 @routes_app.command("translate")
@@ -93,11 +130,14 @@ def translate_command(
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of YAML.")] = False,
     envoy: Annotated[bool, typer.Option(
         "--envoy", help="Also the ingress gateway's Envoy config istiod derives.")] = False,
+    gateway: Gateway = INGRESS_GATEWAY,
+    namespace: Namespace = None,
 ) -> None:
-    """What cf-k8s-networking's RouteController creates for these Routes: a Service
-    s-<destination guid> per destination, a VirtualService vs-<sha256(fqdn)> per FQDN."""
+    """Reproduce cf-k8s-networking's RouteController (resourcebuilders at 49d6047): the
+    Services (s-<destination guid>) and VirtualServices (vs-<sha256 of the FQDN>) it keeps in
+    the cluster for all these Routes taken together."""
     try:
-        t = _translation(files)
+        t = translation(files, gateway=gateway, namespace=namespace)
     except SimnetError as e:
         _fail(e)
     if as_json:
@@ -116,40 +156,30 @@ def translate_command(
 @routes_app.command("diff")
 def diff_command(
     files: Annotated[list[Path], typer.Argument(
-        metavar="FILE FILE...", help="Route files, each the full state after one step.")],
+        metavar="FILE FILE...", help="Route files, each the full set of Routes after one step.")],
     as_json: Annotated[bool, typer.Option("--json", help="Only the names, as JSON.")] = False,
+    gateway: Gateway = INGRESS_GATEWAY,
+    namespace: Namespace = None,
 ) -> None:
-    """What each step changes in Services, VirtualServices and the gateway's Envoy config:
-    e.g. the seed's steps (push an app, push another, map an additional route)."""
+    """Reproduce seed 001's "CloudFoundry, Istio and Envoy Config Diffs": what each step (each
+    FILE the Routes after it) changes in the RouteController's Services and VirtualServices and
+    in the ingress gateway's Envoy config -- objects added, removed, changed, with diffs."""
     if len(files) < 2:
         raise typer.BadParameter("needs at least two files: the states to compare",
                                  param_hint="FILE FILE...")
-    try:
-        states = [_translation([f]) for f in files]
-    except SimnetError as e:
-        _fail(e)
-    steps = []
-    for (a, ta), (b, tb) in zip(zip(files, states), zip(files[1:], states[1:])):
-        steps.append({"from": str(a), "to": str(b), "layers": layer_changes(ta, tb)})
-        if as_json:
-            continue
-        typer.echo(f"== {a} -> {b}")
-        for layer, change in steps[-1]["layers"].items():
-            old, new = LAYERS[layer](ta), LAYERS[layer](tb)
-            for kind, sign in (("added", "+"), ("removed", "-"), ("changed", "~")):
-                for name in change[kind]:
-                    typer.echo(f"{sign} {layer} {name}")
-                    if kind == "added":
-                        typer.echo("".join(f"    {line}" for line in
-                                           _yaml(new[name]).splitlines(True)), nl=False)
-            for name in change["changed"]:
-                typer.echo("".join(difflib.unified_diff(
-                    _yaml(old[name]).splitlines(True), _yaml(new[name]).splitlines(True),
-                    f"{layer} {name} (before)", f"{layer} {name} (after)")), nl=False)
-            if not any(change.values()):
-                typer.echo(f"  {layer}: no change")
+    states, problems = [], []
+    for f in files:  # every file's problems, not just the first file's
+        try:
+            states.append(translation([f], gateway=gateway, namespace=namespace))
+        except SimnetError as e:
+            problems += e.problems
+    if problems:
+        _fail(SimnetError(problems))
+    steps, text = diff_report(files, states)
     if as_json:
         typer.echo(json.dumps({"steps": steps}, indent=2))
+    else:
+        typer.echo(text, nl=False)
 
 
 def _fail(e: SimnetError) -> None:

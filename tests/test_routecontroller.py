@@ -1,19 +1,17 @@
-"""The RouteController model against cf-k8s-networking's own fixtures and rules, and the
+"""The RouteController model against cf-k8s-networking's own fixtures and tests (at 49d6047:
+routecontroller/integration/integration_test.go, resourcebuilders/*_builder_test.go), and the
 ingress gateway config istiod derives from it (checked by a real `envoy --mode validate`)."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
-from simnet.cli import app
 from simnet.errors import SimnetError
 from simnet.model import pki
 from simnet.model.ingress import RETRY_ON, UpstreamTLS, ingress_bootstrap, ingress_routes
@@ -27,7 +25,6 @@ from tests.fuzzing import FUZZED
 PEERS = Path(__file__).resolve().parents[2] / "shared" / "peers" / "cf-k8s-routes"
 SEED_STEPS = Path(__file__).resolve().parents[1] / "simnet" / "data" / "routes" / "seed-001"
 FIXTURES = sorted(PEERS.glob("*.yaml"))
-runner = CliRunner()
 
 
 def _translate(*files: Path):
@@ -48,6 +45,204 @@ def test_every_peer_fixture_loads_and_translates():
             {f"s-{d.guid}" for r in routes for d in r.spec.destinations}
         assert {v["metadata"]["name"] for v in t.virtual_services} == \
             {virtual_service_name(r.fqdn) for r in routes}
+
+# What routecontroller/integration/integration_test.go expects of each fixture once the real
+# controller reconciled it in a kind cluster: per VirtualService host, (prefix, destination
+# hosts) per http route; per Service, its port. route.yaml is not in that test: its entry is
+# derived from the builder. route-without-any-destination.yaml: the integration test says
+# "does not create a virtualservice", but checks it with Eventually(...).Should(HaveLen(0)),
+# which passes before the first reconcile; the builder (and its test "when a route has no
+# destinations") gives the placeholder VirtualService, as for single-route-with-no-destination.
+HOST = "hostname.apps.example.com"
+EXPECTED = {
+    "route.yaml": ({HOST: [("/some/path", ["s-destination-guid-1", "s-destination-guid-2"])]},
+                   {"s-destination-guid-1": 8080, "s-destination-guid-2": 9000}),
+    "route-without-any-destination.yaml": ({HOST: [("/some/path", ["no-destinations"])]}, {}),
+    "single-route-with-no-destination.yaml": ({HOST: [("/some/path", ["no-destinations"])]}, {}),
+    "single-route-with-single-destination.yaml": (
+        {HOST: [("/some/path", ["s-destination-guid-1"])]}, {"s-destination-guid-1": 8080}),
+    "single-route-with-updated-single-destination.yaml": (
+        {HOST: [("/some/path", ["s-destination-guid-1"])]}, {"s-destination-guid-1": 9090}),
+    "single-route-with-multiple-destinations.yaml": (
+        {HOST: [("/some/path", ["s-destination-guid-1", "s-destination-guid-2"])]},
+        {"s-destination-guid-1": 8080, "s-destination-guid-2": 9000}),
+    "multiple-routes-with-same-fqdn.yaml": (
+        {HOST: [("/some/path", ["s-destination-guid-1", "s-additional-destination-for-route-1"]),
+                ("/some/different/path", ["s-destination-guid-2"])]},
+        {"s-destination-guid-1": 8080, "s-additional-destination-for-route-1": 9090,
+         "s-destination-guid-2": 8080}),
+    "multiple-routes-with-different-fqdn.yaml": (
+        {"hostname-1.apps.example.com": [("/some/path", ["s-destination-guid-1"])],
+         "hostname-2.apps.example.com": [("/some/different/path", ["s-destination-guid-2"])]},
+        {"s-destination-guid-1": 8080, "s-destination-guid-2": 8080}),
+    "context-path-route-for-single-fqdn1.yaml": (
+        {HOST: [("/hello", ["s-destination-guid-1"])]}, {"s-destination-guid-1": 8080}),
+    "context-path-route-for-single-fqdn2.yaml": (
+        {HOST: [("/hello/world", ["s-destination-guid-2"])]}, {"s-destination-guid-2": 8080}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_peer_fixture_translates_as_the_integration_test_expects(name):
+    assert sorted(f.name for f in FIXTURES) == sorted(EXPECTED)
+    vss, svcs = EXPECTED[name]
+    t = _translate(PEERS / name)
+    assert {s["metadata"]["name"]: s["spec"]["ports"][0]["port"] for s in t.services} == svcs
+    got = {v["spec"]["hosts"][0]: [(h["match"][0]["uri"]["prefix"],
+                                    [d["destination"]["host"] for d in h["route"]])
+                                   for h in v["spec"]["http"]] for v in t.virtual_services}
+    assert got == vss
+    for v in t.virtual_services:
+        assert v["metadata"]["name"] == virtual_service_name(v["spec"]["hosts"][0])
+        assert v["spec"]["gateways"] == ["cf-system/istio-ingressgateway"]
+        assert v["metadata"]["namespace"] == "cf-workloads"  # the fixtures name none
+
+
+def test_integration_context_paths_in_succession():
+    """integration_test.go "Route resources are created in succession for the same FQDN"."""
+    t = _translate(PEERS / "context-path-route-for-single-fqdn1.yaml",
+                   PEERS / "context-path-route-for-single-fqdn2.yaml")
+    (vs,) = t.virtual_services
+    assert [(h["match"][0]["uri"]["prefix"], h["route"][0]["destination"]["host"])
+            for h in vs["spec"]["http"]] == [("/hello/world", "s-destination-guid-2"),
+                                             ("/hello", "s-destination-guid-1")]
+
+
+def _go_route(name, host, path, domain, dests, *, internal=False, namespace="workload-namespace"):
+    """virtual_service_builder_test.go's constructRoute: space/org labels, uid <name>-k8s-uid,
+    process type process-type-1, a selector on app guid and process type."""
+    return RouteResource.model_validate({
+        "apiVersion": "networking.cloudfoundry.org/v1alpha1", "kind": "Route",
+        "metadata": {"name": name, "namespace": namespace, "uid": f"{name}-k8s-uid",
+                     "labels": {"cloudfoundry.org/space_guid": "space-guid-0",
+                                "cloudfoundry.org/org_guid": "org-guid-0"}},
+        "spec": {"host": host, "path": path, "url": f"{host}.{domain}{path}",
+                 "domain": {"name": domain, "internal": internal},
+                 "destinations": [
+                     {"guid": g, "port": port, "weight": w,
+                      "app": {"guid": app, "process": {"type": "process-type-1"}},
+                      "selector": {"matchLabels": {"cloudfoundry.org/app_guid": app,
+                                                   "cloudfoundry.org/process_type": "process-type-1"}}}
+                     for g, port, w, app in dests]}})
+
+
+def _go_vs(fqdn, owners, https, gateways=("cf-system/istio-ingressgateway",)):
+    """virtual_service_builder_test.go's constructVirtualService."""
+    spec = {"hosts": [fqdn], "gateways": list(gateways)}
+    if https:
+        spec["http"] = https
+    return {"apiVersion": "networking.istio.io/v1alpha3", "kind": "VirtualService",
+            "metadata": {"name": virtual_service_name(fqdn), "namespace": "workload-namespace",
+                         "labels": {}, "annotations": {"cloudfoundry.org/fqdn": fqdn},
+                         "ownerReferences": [
+                             {"apiVersion": "networking.cloudfoundry.org/v1alpha1", "kind": "Route",
+                              "name": o, "uid": f"{o}-k8s-uid"} for o in owners]},
+            "spec": spec}
+
+
+def _go_dest(service, app, weight):
+    return {"destination": {"host": service}, "weight": weight,
+            "headers": {"request": {"set": {"CF-App-Id": app, "CF-App-Process-Type": "process-type-1",
+                                            "CF-Space-Id": "space-guid-0",
+                                            "CF-Organization-Id": "org-guid-0"}}}}
+
+
+def test_builder_test_a_virtual_service_per_fqdn():
+    """virtual_service_builder_test.go "returns a VirtualService resource for each route
+    destination", and service_builder_test.go "returns a Service resource for each route
+    destination", object for object."""
+    routes = [_go_route("route-guid-0", "test0", "/path0", "domain0.example.com",
+                        [("route-0-destination-guid-0", 9000, 91, "app-guid-0"),
+                         ("route-0-destination-guid-1", 9001, 9, "app-guid-1")]),
+              _go_route("route-guid-1", "test1", "", "domain1.example.com",
+                        [("route-1-destination-guid-0", 8080, 100, "app-guid-1")])]
+    t = translate(routes)
+    assert list(t.virtual_services) == sorted([
+        _go_vs("test0.domain0.example.com", ["route-guid-0"], [
+            {"match": [{"uri": {"prefix": "/path0"}}],
+             "route": [_go_dest("s-route-0-destination-guid-0", "app-guid-0", 91),
+                       _go_dest("s-route-0-destination-guid-1", "app-guid-1", 9)]}]),
+        _go_vs("test1.domain1.example.com", ["route-guid-1"], [
+            {"route": [_go_dest("s-route-1-destination-guid-0", "app-guid-1", 100)]}]),
+    ], key=lambda v: v["metadata"]["name"])
+    svc = next(s for s in t.services if s["metadata"]["name"] == "s-route-0-destination-guid-1")
+    assert svc == {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "s-route-0-destination-guid-1", "namespace": "workload-namespace",
+                     "labels": {"cloudfoundry.org/route_guid": "route-guid-0",
+                                "cloudfoundry.org/app_guid": "app-guid-1",
+                                "cloudfoundry.org/process_type": "process-type-1"},
+                     "annotations": {"cloudfoundry.org/route-fqdn": "test0.domain0.example.com"},
+                     "ownerReferences": [{"apiVersion": "networking.cloudfoundry.org/v1alpha1",
+                                          "kind": "Route", "name": "route-guid-0",
+                                          "uid": "route-guid-0-k8s-uid"}]},
+        "spec": {"selector": {"cloudfoundry.org/app_guid": "app-guid-1",
+                              "cloudfoundry.org/process_type": "process-type-1"},
+                 "ports": [{"port": 9001, "name": "http"}]}}
+
+
+def test_builder_test_longest_prefix_first_on_the_mesh():
+    """virtual_service_builder_test.go "when two routes have the same fqdn" / "orders the paths
+    by longest matching prefix": owners in the same order as the http routes."""
+    routes = [_go_route("route-guid-0", "test0", "/path0", "domain0.example.com",
+                        [("route-0-destination-guid-0", 9000, 100, "app-guid-0")], internal=True),
+              _go_route("route-guid-1", "test0", "/path0/deeper", "domain0.example.com",
+                        [("route-1-destination-guid-0", 8080, 100, "app-guid-1")], internal=True)]
+    assert list(translate(routes).virtual_services) == [
+        _go_vs("test0.domain0.example.com", ["route-guid-1", "route-guid-0"], [
+            {"match": [{"uri": {"prefix": "/path0/deeper"}}],
+             "route": [_go_dest("s-route-1-destination-guid-0", "app-guid-1", 100)]},
+            {"match": [{"uri": {"prefix": "/path0"}}],
+             "route": [_go_dest("s-route-0-destination-guid-0", "app-guid-0", 100)]}],
+            gateways=["mesh"])]
+
+
+def test_builder_test_placeholder_for_a_route_without_destinations():
+    """virtual_service_builder_test.go "creates a virtual services with a placeholder
+    destination" (no headers, no weight); "and one of the routes has no destinations": beside a
+    routed one it is left out, though it still owns the VirtualService (the Go appends its
+    owner reference before `continue`)."""
+    alone = [_go_route("route-guid-0", "test0", "/path0", "domain0.example.com", [])]
+    assert list(translate(alone).virtual_services) == [_go_vs(
+        "test0.domain0.example.com", ["route-guid-0"],
+        [{"match": [{"uri": {"prefix": "/path0"}}], "route": [{"destination": {"host": "no-destinations"}}]}])]
+    assert translate(alone).services == ()
+    beside = [_go_route("route-guid-0", "test0", "/path0", "domain0.example.com",
+                        [("route-0-destination-guid-0", 9000, 100, "app-guid-0")]),
+              _go_route("route-guid-1", "test0", "/path0/deeper", "domain0.example.com", [])]
+    (vs,) = translate(beside).virtual_services
+    assert [h["match"][0]["uri"]["prefix"] for h in vs["spec"]["http"]] == ["/path0"]
+    assert [o["name"] for o in vs["metadata"]["ownerReferences"]] == ["route-guid-1", "route-guid-0"]
+
+
+def test_only_routes_without_destinations_on_an_fqdn_leave_http_unset():
+    """Two destination-less Routes on one FQDN: each is skipped, Go's Http stays nil (omitted)."""
+    (vs,) = translate([_go_route("a", "t", "/x", "d.example.com", []),
+                       _go_route("b", "t", "/y", "d.example.com", [])]).virtual_services
+    assert "http" not in vs["spec"] and vs["spec"]["hosts"] == ["t.d.example.com"]
+
+
+def test_namespaces():
+    """A Route's own namespace wins; `namespace=` is for Routes naming none (kubectl apply -n);
+    two namespaces on one FQDN is the builder test's "different namespaces" error."""
+    fixture = [x.route for x in load_routes(PEERS / "route.yaml")]
+    t = translate(fixture, namespace="cf-k8s-networking-tests")
+    assert {o["metadata"]["namespace"] for o in (*t.services, *t.virtual_services)} == {
+        "cf-k8s-networking-tests"}
+    r = _go_route("route-guid-0", "test0", "/p", "d.example.com",
+                  [("g", 8080, None, "a")], namespace="ns-a")
+    t = translate([r], namespace="ignored")
+    assert t.services[0]["metadata"]["namespace"] == t.virtual_services[0]["metadata"]["namespace"] == "ns-a"
+    other = _go_route("route-guid-1", "test0", "/q", "d.example.com", [], namespace="ns-b")
+    with pytest.raises(TranslationError, match="route guid route-guid-0 and route guid route-guid-1 "
+                                               "share the same FQDN but have different namespaces"):
+        translate([r, other])
+
+
+def test_gateway_is_a_parameter():
+    t = translate([_route("r", "h", [None])], gateway="cf-test-gateway")
+    assert t.virtual_services[0]["spec"]["gateways"] == ["cf-test-gateway"]
+
 
 
 def test_route_fixture_weights_headers_and_services():
@@ -184,47 +379,6 @@ def test_bad_route_files_name_file_line_and_field(tmp_path):
     (p,) = e.value.problems
     assert p.file == str(bad) and p.field == "spec.destinations.1.port"
     assert good.splitlines()[p.line - 1].strip() == "port: 9000"
-    bad.write_text(good.replace("weight: 20", "weight: 30"))
-    result = runner.invoke(app, ["routes", "translate", str(bad)])
-    assert result.exit_code == 2 and "Traceback" not in result.output
-    assert f"{bad}:" in result.stderr and "spec.destinations: invalid destinations for route " \
-        "cc-route-guid: weights must sum up to 100" in result.stderr
-    bad.write_text("spec: [unclosed")
-    result = runner.invoke(app, ["routes", "translate", str(bad)])
-    assert result.exit_code == 2 and f"{bad}:1: invalid YAML" in result.stderr
-
-
-def test_routes_translate_cli_json():
-    result = runner.invoke(app, ["routes", "translate", "--json", "--envoy", str(PEERS / "route.yaml")])
-    assert result.exit_code == 0, result.output
-    out = json.loads(result.stdout)
-    assert [s["metadata"]["name"] for s in out["services"]] == ["s-destination-guid-1",
-                                                                 "s-destination-guid-2"]
-    assert out["envoy"]["static_resources"]["listeners"][0]["address"]["socket_address"][
-        "port_value"] == 8080
-
-
-def test_routes_diff_shows_the_seed_steps():
-    """Seed 001's three steps: each adds one Service, one VirtualService, one gateway cluster
-    and one virtual host, and changes nothing that was there."""
-    files = sorted(SEED_STEPS.glob("*.yaml"))
-    assert len(files) == 4
-    result = runner.invoke(app, ["routes", "diff", "--json", *map(str, files)])
-    assert result.exit_code == 0, result.output
-    steps = json.loads(result.stdout)["steps"]
-    hosts = ["test-app-a", "test-app-b", "test-app-b-second"]
-    guids = ["7afcae7d-d2ff-4310-9e74-2ec9ca4cca19", "833a86e8-414f-4ac7-882b-6bc0c3c40366",
-             "e1f2a3b4-c5d6-4e7f-8a9b-0c1d2e3f4a05"]
-    for step, host, guid in zip(steps, hosts, guids):
-        fqdn = f"{host}.cf.cf4k8s.istio.shoot.canary.k8s-hana.ondemand.com"
-        layers = step["layers"]
-        assert layers["Service"] == {"added": [f"s-{guid}"], "removed": [], "changed": []}
-        assert layers["VirtualService"]["added"] == [virtual_service_name(fqdn)]
-        assert layers["Envoy"] == {"added": sorted([
-            f"cluster outbound|8080||s-{guid}.cf-workloads.svc.cluster.local",
-            f"virtual_host {fqdn}:80"]), "removed": [], "changed": []}
-    text = runner.invoke(app, ["routes", "diff", *map(str, files)]).stdout
-    assert "+ VirtualService vs-655ad2c2" in text and "CF-App-Id: 673ab4f3-101c-41a6-b1e3-aca13da1dd45" in text
 
 
 # --- the gateway's Envoy config ------------------------------------------------------------

@@ -13,7 +13,8 @@ peer fixtures):
   prefix match when it has a path; per destination the four CF headers and a weight -- as
   given (all or none, summing to 100) or 100/n with the remainder to the first. A Route
   without destinations is left out when others share its FQDN, else routed to the placeholder
-  host ``no-destinations`` (Envoy answers 503: no such cluster has endpoints).
+  host ``no-destinations`` (Envoy answers 503: no such cluster has endpoints). When every Route
+  on an FQDN lacks destinations, ``spec.http`` stays unset (Go's nil slice, omitted in JSON).
 - Errors: internal and external (or two namespaces) on one FQDN, weights on some but not all
   destinations, weights not summing to 100. The real controller then fails the whole
   reconcile and writes no VirtualService; here every error is reported, located.
@@ -25,7 +26,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from simnet.scenario.routes import RouteResource
+from simnet.scenario.routes import DEFAULT_NAMESPACE, RouteResource
 
 MESH_GATEWAY = "mesh"
 INGRESS_GATEWAY = "cf-system/istio-ingressgateway"  # cf-for-k8s's one Gateway
@@ -69,14 +70,19 @@ def _owner(route: RouteResource) -> dict:
     return ref
 
 
-def services(route: RouteResource) -> list[dict]:
-    """``ServiceBuilder.Build``: one Service per destination of the Route."""
+def _namespace(route: RouteResource, default: str | None) -> str:
+    """The Route's namespace; ``default`` (as ``kubectl apply -n``) when it names none."""
+    return route.metadata.namespace or default or DEFAULT_NAMESPACE
+
+
+def services(route: RouteResource, namespace: str | None = None) -> list[dict]:
+    """``ServiceBuilder.Build``: one Service per destination of the Route, in its namespace."""
     out = []
     for d in route.spec.destinations:
         out.append({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {
-                "name": service_name(d.guid), "namespace": route.namespace,
+                "name": service_name(d.guid), "namespace": _namespace(route, namespace),
                 "labels": {"cloudfoundry.org/app_guid": d.app.guid,
                            "cloudfoundry.org/process_type": d.app.process.type,
                            "cloudfoundry.org/route_guid": route.metadata.name},
@@ -120,11 +126,12 @@ def _http_route(route: RouteResource, alone: bool) -> dict | None:
         labels = route.metadata.labels
         destinations = [
             {"destination": {"host": service_name(d.guid)},
+             # in the order Kubernetes serialises a Go map (sorted), as the seed's dump shows
              "headers": {"request": {"set": {
                  "CF-App-Id": d.app.guid,
                  "CF-App-Process-Type": d.app.process.type,
-                 "CF-Space-Id": labels.get("cloudfoundry.org/space_guid", ""),
                  "CF-Organization-Id": labels.get("cloudfoundry.org/org_guid", ""),
+                 "CF-Space-Id": labels.get("cloudfoundry.org/space_guid", ""),
              }}},
              "weight": w}
             for d, w in zip(route.spec.destinations, _weights(route))]
@@ -139,9 +146,12 @@ def _http_route(route: RouteResource, alone: bool) -> dict | None:
     return http
 
 
-def translate(routes: Sequence[RouteResource], *, gateway: str = INGRESS_GATEWAY) -> Translation:
-    """The Services and VirtualServices for ``routes``; raise TranslationError, listing every
-    refused Route, when the RouteController would refuse them."""
+def translate(routes: Sequence[RouteResource], *, gateway: str = INGRESS_GATEWAY,
+              namespace: str | None = None) -> Translation:
+    """The Services and VirtualServices for ``routes`` (Routes naming no namespace are in
+    ``namespace``, else cf-workloads); raise TranslationError, listing every refused Route, when
+    the RouteController would refuse them."""
+    ns = [_namespace(r, namespace) for r in routes]
     problems: list[tuple[int, Loc, str]] = []
     by_fqdn: dict[str, list[int]] = {}
     for k, r in enumerate(routes):
@@ -158,23 +168,25 @@ def translate(routes: Sequence[RouteResource], *, gateway: str = INGRESS_GATEWAY
                 problems.append((k, ("spec", "domain", "internal"), (
                     f"route guid {first.metadata.name} and route guid {r.metadata.name} disagree "
                     "on whether or not the domain is internal")))
-            if r.namespace != first.namespace:
+            if ns[k] != ns[members[0]]:
                 problems.append((k, ("metadata", "namespace"), (
                     f"route guid {first.metadata.name} and route guid {r.metadata.name} share the "
                     "same FQDN but have different namespaces")))
         ordered = sorted(members, key=lambda k: routes[k].spec.url, reverse=True)
         http = [h for k in ordered if (h := _http_route(routes[k], len(members) == 1)) is not None]
+        spec = {"hosts": [fqdn],
+                "gateways": [MESH_GATEWAY] if first.spec.domain.internal else [gateway]}
+        if http:
+            spec["http"] = http
         virtual_services.append({
             "apiVersion": "networking.istio.io/v1alpha3", "kind": "VirtualService",
-            "metadata": {"name": virtual_service_name(fqdn), "namespace": first.namespace,
+            "metadata": {"name": virtual_service_name(fqdn), "namespace": ns[members[0]],
                          "labels": {}, "annotations": {"cloudfoundry.org/fqdn": fqdn},
                          "ownerReferences": [_owner(routes[k]) for k in ordered]},
-            "spec": {"hosts": [fqdn],
-                     "gateways": [MESH_GATEWAY] if first.spec.domain.internal else [gateway],
-                     "http": http},
+            "spec": spec,
         })
     if problems:
         raise TranslationError(problems)
-    svcs = {s["metadata"]["name"]: s for r in routes for s in services(r)}
+    svcs = {s["metadata"]["name"]: s for r in routes for s in services(r, namespace)}
     return Translation(tuple(svcs[n] for n in sorted(svcs)),
                        tuple(sorted(virtual_services, key=lambda v: v["metadata"]["name"])))
