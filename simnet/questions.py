@@ -12,17 +12,15 @@ are the handshake model's, memory is the calibrated footprint. ``simnet analyze`
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Union
 
 from simnet.model.capture import bosh_vip_rules, diego_netin_rules, istio_capture
 from simnet.model.deployment import CELL_NET, GATEWAY_IP, Deployment, Instance
-from simnet.model.interception import BOSH_PROXY_PORT, app_uid, istio_config
+from simnet.model.interception import BOSH_PROXY_PORT, app_uid, compiled_rules, istio_config
 from simnet.model.memory import recommended_allocation_mb
 from simnet.model.netfilter import Ruleset, load
 from simnet.model.packet import Connection
-from simnet.model.packet_path import compile_ruleset
 from simnet.model.reachability import Client, reachability as reach_answer, representatives
 from simnet.model.shadowing import unreachable_rules as unreachable_in
 from simnet.scenario.schema import Scenario
@@ -160,20 +158,26 @@ class Rules:
 
 def platform_rules(scenario: ScenarioLike) -> tuple[Rules, ...]:
     """The capture rulesets a deployment installs: Istio's per pod (all pods alike), the BOSH
-    prototype's VIP rule per VM, Garden's NetIn DNAT rules per Diego container."""
+    prototype's VIP rule per VM, Garden's NetIn DNAT rules per Diego container (one per app)."""
     d = deployment_of(scenario)
+    if d.scenario.platform == "diego":
+        return tuple(_instance_rules(d, i) for i in running_instances(d).values())
+    return (_instance_rules(d, None),)
+
+
+def _instance_rules(d: Deployment, inst: Instance | None) -> Rules:
+    """The rules in front of one instance (every pod or VM alike outside Diego)."""
     s = d.scenario
     if s.platform == "istio":
         c = istio_config(s)
-        return (Rules("istio-iptables (pod)", istio_capture(c).v4,
-                      frozenset({int(c.ProxyPort), int(c.InboundCapturePort)}), "every pod"),)
+        return Rules("istio-iptables (pod)", istio_capture(c).v4,
+                     frozenset({int(c.ProxyPort), int(c.InboundCapturePort)}), "every pod")
     if s.platform == "bosh":
-        return (Rules("bosh VIP capture (VM)", bosh_vip_rules(BOSH_PROXY_PORT),
-                      frozenset({BOSH_PROXY_PORT}), "every VM with the Envoy add-on"),)
-    return tuple(Rules(f"garden netin (cell {i.cell})", diego_netin_rules(i),
-                       frozenset(m.proxy for m in i.proxy.mappings) if i.proxy else frozenset(),
-                       f"{i.app}/{i.index}")
-                 for i in map(d.instance, representatives(d)))
+        return Rules("bosh VIP capture (VM)", bosh_vip_rules(BOSH_PROXY_PORT),
+                     frozenset({BOSH_PROXY_PORT}), "every VM with the Envoy add-on")
+    return Rules(f"garden netin (cell {inst.cell})", diego_netin_rules(inst),
+                 frozenset(m.proxy for m in inst.proxy.mappings) if inst.proxy else frozenset(),
+                 f"{inst.app}/{inst.index}")
 
 
 def capture(scenario: ScenarioLike, app: str, port: int, *,
@@ -185,7 +189,7 @@ def capture(scenario: ScenarioLike, app: str, port: int, *,
     (as ``uid``, default the app's) to ``dst:port``."""
     d = deployment_of(scenario)
     inst = _first(d, app)
-    rules = _rules_for(d, inst)
+    rules = _instance_rules(d, inst)
     conn = _connection(d, inst, port, direction, app_uid(d.scenario, d.scenario.app(app))
                        if uid is None else uid, dst)
     return trace_capture(rules, conn)
@@ -193,28 +197,24 @@ def capture(scenario: ScenarioLike, app: str, port: int, *,
 
 def trace_capture(rules: Rules, conn: Connection) -> Capture:
     """``conn`` through ``rules`` (the evaluator: simnet.model.packet_path)."""
-    o = compile_ruleset(_ruleset(rules.text)).trace(conn)
+    o = compiled_rules(rules.text).trace(conn)
     dest = f"{o.destination[0]}:{o.destination[1]}" if o.destination else None
     captured = (o.verdict == "ACCEPT" and o.local and o.destination is not None
                 and o.destination[1] in rules.proxy_ports)
     return Capture(rules.name, _conn_text(conn), o.verdict, dest, captured, o.path)
 
 
-@lru_cache(maxsize=64)
-def _ruleset(text: str) -> Ruleset:
-    return load(text, "<capture rules>") if text else Ruleset()
+def running_instances(d: Deployment) -> dict[str, Instance]:
+    """One instance per app running at t=0 (its lowest index), by app name: every instance of
+    an app has the same sockets and rules, only addresses differ."""
+    return {i.app: i for i in map(d.instance, representatives(d))}
 
 
 def _first(d: Deployment, app: str) -> Instance:
-    for guid in representatives(d):
-        if d.instance(guid).app == app:
-            return d.instance(guid)
-    raise ValueError(f"no running instance of app {app!r}")
-
-
-def _rules_for(d: Deployment, inst: Instance) -> Rules:
-    found = platform_rules(d)
-    return next((r for r in found if r.where == f"{inst.app}/{inst.index}"), found[0])
+    try:
+        return running_instances(d)[app]
+    except KeyError:
+        raise ValueError(f"no running instance of app {app!r}") from None
 
 
 def _connection(d: Deployment, inst: Instance, port: int, direction: str, uid: int,
@@ -265,7 +265,7 @@ def unreachable_rules(ruleset: ScenarioLike | Ruleset) -> Records:
         found = [("ruleset", u) for u in unreachable_in(load(ruleset, "<rules>"))]
     else:  # simnet wrote these rules: their line numbers would only confuse
         found = [(r.name, replace(u, line=None)) for r in platform_rules(ruleset)
-                 for u in unreachable_in(_ruleset(r.text))]
+                 for u in unreachable_in(compiled_rules(r.text).ruleset)]
     return Records(Unreachable(name, u.label(), u.rule, u.reason, u.by, u.explanation())
                    for name, u in found)
 
@@ -343,8 +343,7 @@ def memory_headroom(scenario: ScenarioLike, peak_connections: int | None = None)
         return Records(())
     peak = s.proxy.expected_peak_connections if peak_connections is None else peak_connections
     out = []
-    for guid in representatives(d):
-        i = d.instance(guid)
+    for i in running_instances(d).values():
         fp = i.envoy
         envoy = fp.memory_mb(peak)
         out.append(Headroom(
@@ -394,7 +393,7 @@ def _reach_facts(d: Deployment) -> dict[str, str]:
 def _capture_facts(d: Deployment) -> dict[str, str]:
     facts = {}
     for app in d.scenario.apps:
-        if not any(d.instance(g).app == app.name for g in representatives(d)):
+        if app.name not in running_instances(d):
             continue
         for port in dict.fromkeys(app.ports):
             c = capture(d, app.name, port)

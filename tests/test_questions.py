@@ -36,7 +36,9 @@ def test_reachability_with_and_without_the_routers_certificate():
     mtls = [r for r in anonymous if r.level == "mtls"]
     assert mtls and not any(r.reachable for r in mtls)  # no client certificate, no entry
     assert all(r.reachable for r in router if r.path in by_path)
-    assert q.reachability(path, with_cert=("some-other-ca", None), target="web:8080")
+    stranger = q.reachability(path, with_cert=("some-other-ca", None), target="web:8080")
+    assert [r for r in stranger if r.level == "mtls"] and not any(
+        r.reachable for r in stranger if r.level == "mtls")  # a certificate from another CA
 
 
 def test_bypasses_are_the_unproxied_paths_and_go_when_the_mappings_do():

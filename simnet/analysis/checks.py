@@ -17,7 +17,6 @@ from simnet.model.capture import boshy_vips
 from simnet.model.deployment import Deployment, DeriveError, derive
 from simnet.model.interception import CONTAINER_APP_UID, app_uid
 from simnet.model.ports import C2C_TLS_PORT, PROXY_PORT_END, PROXY_PORT_START
-from simnet.model.reachability import representatives
 from simnet.scenario.load import relative_to
 from simnet.scenario.schema import Scenario
 
@@ -57,10 +56,9 @@ def port_findings(d: Deployment) -> Iterator[ScenarioFinding]:
     s = d.scenario
     if s.platform != "diego" or not s.proxy.enabled:
         return
+    running = questions.running_instances(d)
     for i, app in enumerate(s.apps):
-        inst = next((d.instance(g) for g in representatives(d) if d.instance(g).app == app.name),
-                    None)
-        envoy = _envoy_ports(inst) if inst is not None else {}
+        envoy = _envoy_ports(running[app.name]) if app.name in running else {}
         for k, port in enumerate(app.ports):
             if _in_proxy_range(port):
                 yield ScenarioFinding("SIM0003", ("apps", i, "ports", k), {
@@ -108,7 +106,7 @@ def uid_findings(d: Deployment) -> Iterator[ScenarioFinding]:
         if not s.routes:
             return
         dst, port = boshy_vips([s.routes[0].host])[s.routes[0].host], s.routes[0].port
-    running = {d.instance(g).app for g in representatives(d)}
+    running = questions.running_instances(d)
     for i, app in enumerate(s.apps):
         if app.name not in running:
             continue

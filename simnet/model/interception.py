@@ -63,15 +63,16 @@ class CapturedPath:
             and o.destination[1] == self.proxy_port
 
 
-@lru_cache(maxsize=8)
-def _compiled(rules: str) -> CompiledRuleset:
+@lru_cache(maxsize=64)
+def compiled_rules(rules: str) -> CompiledRuleset:
+    """Capture rules (iptables-restore text, empty for none) loaded and compiled, once per text."""
     return compile_ruleset(load(rules, "<capture rules>") if rules else Ruleset())
 
 
 def istio_inbound(pod_ip: str, port: int, gateway_ip: str,
                   config: IstioConfig = ISTIO_INJECTED) -> CapturedPath:
     """The ingress gateway's connection to ``pod_ip:port`` through the pod's capture rules."""
-    rules = _compiled(istio_capture(config).v4)
+    rules = compiled_rules(istio_capture(config).v4)
     conn = Connection("inbound", pod_ip, port, gateway_ip, in_if="eth0", in_addr=pod_ip,
                       local_addrs=(pod_ip,))
     return CapturedPath(rules.trace(conn), int(config.InboundCapturePort))
@@ -84,7 +85,7 @@ def bosh_vip(hosts: list[str]) -> dict[str, str]:
 
 def bosh_client(vm_ip: str, vip: str, port: int, envoy_addon: bool) -> CapturedPath:
     """A job's connection to a ``.boshy`` VIP through its VM's rules (none without the add-on)."""
-    rules = _compiled(bosh_vip_rules(BOSH_PROXY_PORT) if envoy_addon else "")
+    rules = compiled_rules(bosh_vip_rules(BOSH_PROXY_PORT) if envoy_addon else "")
     conn = Connection("outbound", vip, port, vm_ip, uid=BOSH_JOB_UID, gid=BOSH_JOB_UID,
                       out_if="eth0", local_addrs=(vm_ip,))
     return CapturedPath(rules.trace(conn), BOSH_PROXY_PORT)
