@@ -8,6 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+Loc = tuple[str | int, ...]
+"""A location in an input: the path of keys and indices from its root (``("apps", 0, "ports")``)."""
+
+
+class Error(Exception):
+    """The root of every error simnet raises: ``except simnet.errors.Error`` catches them all."""
+
 
 @dataclass(frozen=True, order=True)
 class Problem:
@@ -23,8 +30,9 @@ class Problem:
         return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
 
 
-class SimnetError(Exception):
-    """Bad input: carries every problem found, so the user fixes them all in one pass."""
+class SimnetError(Error):
+    """Bad input: carries every problem found, so the user fixes them all in one pass; the CLI
+    prints them as located lines and exits with ``exit_code``."""
 
     exit_code = 2
 
@@ -33,5 +41,5 @@ class SimnetError(Exception):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
-class PortRangeExhausted(ValueError):
+class PortRangeExhausted(Error, ValueError):
     """The proxy port range 61001-65534 has no free port left for this container."""

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Literal, Union
 
 from simnet.model.capture import bosh_vip_rules, diego_netin_rules, istio_capture
-from simnet.model.deployment import CELL_NET, GATEWAY_IP, Deployment, Instance
-from simnet.model.interception import BOSH_PROXY_PORT, app_uid, compiled_rules, istio_config
+from simnet.model.deployment import Deployment
+from simnet.model.interception import BOSH_PROXY_PORT, compiled_rules, istio_config
+from simnet.model.placement import CELL_NET, GATEWAY_IP, Instance
+from simnet.model.platform import Bosh, Diego, Istio
 from simnet.model.memory import recommended_allocation_mb
 from simnet.model.netfilter import Ruleset, load
 from simnet.model.packet import Connection
@@ -160,21 +162,21 @@ def platform_rules(scenario: ScenarioLike) -> tuple[Rules, ...]:
     """The capture rulesets a deployment installs: Istio's per pod (all pods alike), the BOSH
     prototype's VIP rule per VM, Garden's NetIn DNAT rules per Diego container (one per app)."""
     d = deployment_of(scenario)
-    if d.scenario.platform == "diego":
+    if isinstance(d.platform, Diego):
         return tuple(_instance_rules(d, i) for i in running_instances(d).values())
     return (_instance_rules(d, None),)
 
 
 def _instance_rules(d: Deployment, inst: Instance | None) -> Rules:
     """The rules in front of one instance (every pod or VM alike outside Diego)."""
-    s = d.scenario
-    if s.platform == "istio":
-        c = istio_config(s)
-        return Rules("istio-iptables (pod)", istio_capture(c).v4,
-                     frozenset({int(c.ProxyPort), int(c.InboundCapturePort)}), "every pod")
-    if s.platform == "bosh":
-        return Rules("bosh VIP capture (VM)", bosh_vip_rules(BOSH_PROXY_PORT),
-                     frozenset({BOSH_PROXY_PORT}), "every VM with the Envoy add-on")
+    match d.platform:
+        case Istio():
+            c = istio_config(d.scenario)
+            return Rules("istio-iptables (pod)", istio_capture(c).v4,
+                         frozenset({int(c.ProxyPort), int(c.InboundCapturePort)}), "every pod")
+        case Bosh():
+            return Rules("bosh VIP capture (VM)", bosh_vip_rules(BOSH_PROXY_PORT),
+                         frozenset({BOSH_PROXY_PORT}), "every VM with the Envoy add-on")
     return Rules(f"garden netin (cell {inst.cell})", diego_netin_rules(inst),
                  frozenset(m.proxy for m in inst.proxy.mappings) if inst.proxy else frozenset(),
                  f"{inst.app}/{inst.index}")
@@ -190,7 +192,7 @@ def capture(scenario: ScenarioLike, app: str, port: int, *,
     d = deployment_of(scenario)
     inst = _first(d, app)
     rules = _instance_rules(d, inst)
-    conn = _connection(d, inst, port, direction, app_uid(d.scenario, d.scenario.app(app))
+    conn = _connection(d, inst, port, direction, d.platform.uid(d.scenario.app(app))
                        if uid is None else uid, dst)
     return trace_capture(rules, conn)
 
@@ -219,20 +221,18 @@ def _first(d: Deployment, app: str) -> Instance:
 
 def _connection(d: Deployment, inst: Instance, port: int, direction: str, uid: int,
                 dst: str) -> Connection:
-    platform = d.scenario.platform
+    own = d.platform.own_address(inst)
     if direction == "outbound":
-        own = inst.cell_ip if platform == "bosh" else inst.container_ip
         return Connection("outbound", dst, port, own, uid=uid, gid=uid, out_if="eth0",
                           local_addrs=(own,))
-    if platform == "diego":  # to the cell's host port that publishes ``port``
+    if isinstance(d.platform, Diego):  # to the cell's host port that publishes ``port``
         # The cell forwards to its containers (ip_forward=1, which the evaluator's fresh
         # namespace lacks): the container's address counts as delivered.
         routed = inst.proxy.proxy_for(port) if inst.proxy and port in inst.proxy.app_ports else port
         host = inst.host_ports.get(routed, routed)
         return Connection("inbound", inst.cell_ip, host, str(CELL_NET + 65_000), in_if="eth0",
                           in_addr=inst.cell_ip, local_addrs=(inst.cell_ip, inst.container_ip))
-    src = GATEWAY_IP if platform == "istio" else EXTERNAL_ADDRESS
-    own = inst.cell_ip if platform == "bosh" else inst.container_ip
+    src = GATEWAY_IP if isinstance(d.platform, Istio) else EXTERNAL_ADDRESS
     return Connection("inbound", own, port, src, in_if="eth0", in_addr=own, local_addrs=(own,))
 
 
@@ -295,17 +295,18 @@ def tls_path(scenario: ScenarioLike, host: str | None = None) -> Records:
     v = d.backend_verdicts
     b = s.routers.backends
     mutual = s.proxy.require_and_verify_client_certificates
-    router = "istio ingress gateway" if s.platform == "istio" else "gorouter"
-    if s.platform == "bosh":  # the prototype: plain TCP from the job through its VM's Envoy
+    router = d.platform.router
+    if isinstance(d.platform, Bosh):  # the prototype: plain TCP from the job through its VM's Envoy
         return Records([Hop("job -> VIP -> local Envoy -> instance", "none", "-", "OK", "OK",
                             "OK")])
     # The client's TLS to the load balancer and on to the routers is not modelled.
     hops = [Hop("client -> load balancer", "not modelled", "-", "-", "-", "-"),
             Hop(f"load balancer -> {router}", "not modelled", "-", "-", "-", "-")]
-    if s.proxy.enabled and b.enabled:
-        checks = f"CA {b.trusted_ca}" + (", SAN = instance guid" if s.platform == "diego"
-                                          else ", SAN = workload SPIFFE id")
-        hops.append(Hop(f"{router} -> Envoy sidecar", "mtls" if mutual or s.platform == "istio"
+    if d.platform.terminates_tls(s):
+        istio = isinstance(d.platform, Istio)
+        checks = f"CA {b.trusted_ca}" + (", SAN = workload SPIFFE id" if istio
+                                          else ", SAN = instance guid")
+        hops.append(Hop(f"{router} -> Envoy sidecar", "mtls" if mutual or istio
                         else "tls", checks, v[True, False].name, v[False, False].name,
                         v[True, True].name))
         hops.append(Hop("Envoy sidecar -> app", "none", "-", "OK", "-", "-"))

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from simnet.model.deployment import derive
+from simnet.model.placement import Instance
 from simnet.model.envoy import LISTENER_KINDS
 from simnet.model.memory import (
     SEED,
@@ -19,7 +20,6 @@ from simnet.model.memory import (
     listener_kind,
     packaged_calibration,
     recommended_allocation_mb,
-    reported_memory_mb,
     seed_rule_mb,
 )
 from simnet.scenario.load import load_scenario
@@ -58,11 +58,17 @@ def test_recommendation_holds_the_peak_with_its_margin():
     assert recommended_allocation_mb(SEED, 100, 0.0) == 11  # ceil(7.5 + 3.0)
 
 
+def container(quota_mb: int, app_quota_mb: int, base_used_mb: float) -> Instance:
+    return Instance("g", "a", 0, 0, "198.19.0.1", "198.18.0.1", None, (), {}, quota_mb=quota_mb,
+                    base_used_mb=base_used_mb, app_quota_mb=app_quota_mb)
+
+
 def test_reported_memory_is_rescaled_into_the_requested_quota():
     # seed 002: 256 MB asked, 16 MB added; the app sees its usage within 256 MB
-    assert reported_memory_mb(272, 256, 16) == pytest.approx(256)
-    assert reported_memory_mb(136, 256, 16) == pytest.approx(128)
-    assert reported_memory_mb(100, 256, 0) == 100
+    assert container(272, 256, 200).reported_mb(72) == pytest.approx(256)
+    assert container(272, 256, 100).reported_mb(36) == pytest.approx(128)
+    assert container(256, 256, 90).reported_mb(10) == 100
+    assert container(272, 256, 200).envoy_limit_mb == 72
 
 
 def test_cells_never_overcommit_for_the_additional_allocation():

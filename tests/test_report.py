@@ -398,12 +398,14 @@ def test_memory_model_figure_shows_a_manual_or_seed_model():
 
 
 def test_report_shows_the_memory_diego_reports_rescaled_into_the_quota(tmp_path):
-    from simnet.model.memory import reported_memory_mb
+    from simnet.model.placement import Instance
 
     m = metrics(requests=10, instances=2)
     inst = m.instances[0]
     inst.quota_mb, inst.app_quota_mb, inst.envoy_limit_mb = 272.0, 256.0, 72.0  # 200 MB used
-    expected = reported_memory_mb(200 + inst.peak_memory_mb, 256, 16)
+    inst.instance = Instance("g", "a", 0, 0, "198.19.0.1", "198.18.0.1", None, (), {},
+                             quota_mb=272, base_used_mb=200.0, app_quota_mb=256)
+    expected = (200 + inst.peak_memory_mb) * 256 / 272
     assert inst.reported_peak_mb == pytest.approx(expected)
     assert m.instances[1].reported_peak_mb is None  # a series that does not say
     write_report(scenario(), m, tmp_path / "r")
@@ -416,7 +418,6 @@ def test_report_shows_the_memory_diego_reports_rescaled_into_the_quota(tmp_path)
 
 def test_simulated_instances_report_their_rescaled_memory():
     from simnet.model.deployment import derive
-    from simnet.model.memory import reported_memory_mb
     from simnet.scenario.load import load_text
     from simnet.sim.run import simulate
 
@@ -434,5 +435,5 @@ clients: [{host: web.example.com, rate_per_s: 200}]
     for inst in m.summary()["instances"]:
         assert inst["peak_memory_mb"] > 0
         assert inst["reported_memory_mb"] == pytest.approx(
-            reported_memory_mb(100 + 20 + inst["peak_memory_mb"], 256, 32), abs=1e-6)
+            (100 + 20 + inst["peak_memory_mb"]) * 256 / (256 + 32), abs=1e-6)
         assert inst["reported_memory_mb"] < 100 + 20 + inst["peak_memory_mb"]

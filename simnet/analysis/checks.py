@@ -15,7 +15,8 @@ from simnet import questions
 from simnet.credentials import certificates
 from simnet.model.capture import boshy_vips
 from simnet.model.deployment import Deployment, DeriveError, derive
-from simnet.model.interception import CONTAINER_APP_UID, app_uid
+from simnet.model.interception import CONTAINER_APP_UID
+from simnet.model.platform import Bosh, Diego, platform_of
 from simnet.model.ports import C2C_TLS_PORT, PROXY_PORT_END, PROXY_PORT_START
 from simnet.scenario.load import relative_to
 from simnet.scenario.schema import Scenario
@@ -35,7 +36,7 @@ class ScenarioFinding:
 def scenario_findings(s: Scenario, file: str, at: datetime) -> Iterator[ScenarioFinding]:
     """Every check's findings, for a scenario the loader accepted (save coded problems)."""
     yield from certificate_findings(s, file, at)
-    if s.platform != "bosh" and not s.routers.backends.enabled:
+    if not isinstance(platform_of(s), Bosh) and not s.routers.backends.enabled:
         yield ScenarioFinding("SIM0007", ("routers", "backends", "enabled"), {})
     try:
         d = derive(s)
@@ -54,7 +55,7 @@ def port_findings(d: Deployment) -> Iterator[ScenarioFinding]:
     """Ports in Diego's proxy range (61001-65534), and sidecar ports Envoy takes: the executor
     allocates proxy ports clear of the app's own ports, but it does not know sidecar ports."""
     s = d.scenario
-    if s.platform != "diego" or not s.proxy.enabled:
+    if not isinstance(d.platform, Diego) or not s.proxy.enabled:
         return
     running = questions.running_instances(d)
     for i, app in enumerate(s.apps):
@@ -99,10 +100,10 @@ def uid_findings(d: Deployment) -> Iterator[ScenarioFinding]:
     """An app whose outbound connections the capture rules let through while another uid's
     are captured: Istio's and the BOSH prototype's rules exempt the proxy's own uid (1337)."""
     s = d.scenario
-    if s.platform == "diego":
+    if isinstance(d.platform, Diego):
         return  # Diego captures no outbound traffic, whatever the uid
     dst, port = questions.EXTERNAL_ADDRESS, 443
-    if s.platform == "bosh":
+    if isinstance(d.platform, Bosh):
         if not s.routes:
             return
         dst, port = boshy_vips([s.routes[0].host])[s.routes[0].host], s.routes[0].port
@@ -110,7 +111,7 @@ def uid_findings(d: Deployment) -> Iterator[ScenarioFinding]:
     for i, app in enumerate(s.apps):
         if app.name not in running:
             continue
-        uid = app_uid(s, app)
+        uid = d.platform.uid(app)
         other = CONTAINER_APP_UID if uid != CONTAINER_APP_UID else CONTAINER_APP_UID + 1
         mine = questions.capture(d, app.name, port, direction="outbound", uid=uid, dst=dst)
         theirs = questions.capture(d, app.name, port, direction="outbound", uid=other, dst=dst)
@@ -144,7 +145,7 @@ def bypass_findings(d: Deployment) -> Iterator[ScenarioFinding]:
     """Plain paths around Envoy to app ports: with mutual TLS required they defeat it (an
     error per app port); otherwise they are worth knowing (one info)."""
     s = d.scenario
-    if s.platform != "diego":
+    if not isinstance(d.platform, Diego):
         return
     found = [r for r in questions.bypasses(d) if r.kind == "app-port" and r.reachable]
     if not found:
@@ -169,7 +170,7 @@ def memory_findings(d: Deployment) -> Iterator[ScenarioFinding]:
     """Diego's additional memory allocation against the sidecar's memory at the expected peak
     (the calibrated model of the real Envoy, unless the scenario picks another)."""
     s = d.scenario
-    if s.platform != "diego":
+    if not isinstance(d.platform, Diego):
         return  # the additional allocation is the Diego rep's; Istio sizes sidecars apart
     for h in questions.memory_headroom(d):
         if not h.fits:

@@ -20,15 +20,13 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+
 
 from simnet.errors import Problem, SimnetError
 from simnet.model.istio_config import IstioConfig, checked, load_istio_config
 from simnet.model.istio_rules import BUILT_IN, istio_rules, restore_text
+from simnet.model.placement import Instance
 from simnet.model.ports import C2C_APP_PORT, C2C_TLS_PORT
-
-if TYPE_CHECKING:
-    from simnet.model.deployment import Instance
 
 __all__ = [
     "BOSH_VIP_CIDR", "BUILT_IN", "IstioCapture", "IstioConfig", "HostPortView", "bosh_vip_rules",

@@ -15,7 +15,7 @@ from simnet.model.capture import IstioConfig, bosh_vip_rules, boshy_vips, istio_
 from simnet.model.netfilter import Ruleset, load
 from simnet.model.packet import Connection, Outcome
 from simnet.model.packet_path import CompiledRuleset, compile_ruleset
-from simnet.scenario.schema import App, Scenario
+from simnet.scenario.schema import Scenario
 
 # The sidecar injector's istio-iptables flags: capture every inbound port but Envoy's own
 # (15090 Prometheus, 15021 health, 15020 merged metrics), and all outbound traffic.
@@ -40,13 +40,6 @@ def istio_config(s: Scenario) -> IstioConfig:
 def _istio_config(fields: tuple) -> IstioConfig:
     given = {k: list(v) if isinstance(v, tuple) else v for k, v in fields}
     return IstioConfig.from_mapping({**INJECTED_FIELDS, **given})
-
-
-def app_uid(s: Scenario, app: App) -> int:
-    """The uid an app's processes run as: its own ``uid``, else the platform's."""
-    if app.uid is not None:
-        return app.uid
-    return BOSH_JOB_UID if s.platform == "bosh" else CONTAINER_APP_UID
 
 
 @dataclass(frozen=True)

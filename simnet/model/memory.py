@@ -214,13 +214,6 @@ def additional_allocation_mb(proxy: Proxy, mappings: int = 1,
     return recommended_allocation_mb(fp, proxy.expected_peak_connections)
 
 
-def reported_memory_mb(used_mb: float, app_quota_mb: float, additional_mb: float) -> float:
-    """What Diego reports for a container using ``used_mb``: rescaled linearly from the real
-    limit (quota plus the additional allocation) into the quota the app asked for."""
-    limit = app_quota_mb + additional_mb
-    return used_mb * app_quota_mb / limit if limit else 0.0
-
-
 def instances_that_fit(cells: int, cell_memory_mb: int, quota_mb: int, additional_mb: int) -> int:
     """How many instances of one size a set of cells holds without overcommitting (the rep
     reserves the quota plus the additional allocation for each container)."""

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from simnet.model.capture import diego_host_view
-from simnet.model.deployment import GATEWAY_IP, Deployment, Instance
+from simnet.model.deployment import Deployment
+from simnet.model.placement import GATEWAY_IP, Instance
 from simnet.model.envoy import CertFiles, cluster_name, downstream_tls_context
 from simnet.model.interception import istio_config, istio_inbound
 from simnet.model.ports import C2C_TLS_PORT

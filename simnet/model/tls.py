@@ -174,9 +174,8 @@ def _router_chain(cas: _Authorities, backends: BackendTLS, name: str) -> tuple[x
 
 def backend_verdicts(s: Scenario) -> dict[tuple[bool, bool], Verdict]:
     """gorouter's verdict for a new TLS connection to a sidecar, keyed by (the instance that
-    answers is the one the route names, its identity certificate has expired)."""
-    if s.platform == "istio":
-        return gateway_verdicts(s)
+    answers is the one the route names, its identity certificate has expired). On cf-for-k8s
+    the ingress gateway's verdicts are ``gateway_verdicts`` (``model.platform`` picks)."""
     cas = _Authorities()
     identity_ca = cas[s.cells.instance_identity_ca]
     backends = s.routers.backends

@@ -11,14 +11,15 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 
-from simnet.model.memory import reported_memory_mb
+from simnet.model.placement import Instance
 
 STATUSES = (200, 404, 496, 502, 503, 525, 526)
 
 
 @dataclass
 class InstanceSeries:
-    """Per-sidecar figures, one value per time bin."""
+    """Per-sidecar figures, one value per time bin, beside the derived instance they observe
+    (its limits are the Deployment's, copied here so a series can be read on its own)."""
 
     guid: str
     app: str
@@ -32,18 +33,22 @@ class InstanceSeries:
     peak_memory_mb: float = 0.0
     connections_opened: int = 0
     oom_kills: int = 0
-    envoy_limit_mb: float | None = None  # quota minus what the app and its sidecars use
-    app_quota_mb: float | None = None  # what the app asked for: quota_mb less the additional MB
+    envoy_limit_mb: float | None = None  # Instance.envoy_limit_mb
+    app_quota_mb: float | None = None  # Instance.app_quota_mb
+    instance: Instance | None = None  # the derived instance, when the series comes from a run
+
+    @classmethod
+    def of(cls, inst: Instance) -> InstanceSeries:
+        """An empty series for a derived instance."""
+        return cls(inst.guid, inst.app, inst.index, inst.cell, inst.quota_mb, [], [],
+                   envoy_limit_mb=inst.envoy_limit_mb, app_quota_mb=inst.app_quota_mb,
+                   instance=inst)
 
     @property
     def reported_peak_mb(self) -> float | None:
-        """What Diego reports for the container when Envoy is at its peak: the app, its
-        sidecar processes and Envoy, rescaled from the real limit into the app's quota (seed
-        002); None when the series does not say what the app uses or asked for."""
-        if self.app_quota_mb is None or self.envoy_limit_mb is None:
-            return None
-        used = self.quota_mb - self.envoy_limit_mb + self.peak_memory_mb
-        return reported_memory_mb(used, self.app_quota_mb, self.quota_mb - self.app_quota_mb)
+        """What Diego reports for the container when Envoy is at its peak
+        (``Instance.reported_mb``); None for a series not made from a derived instance."""
+        return None if self.instance is None else self.instance.reported_mb(self.peak_memory_mb)
 
 
 @dataclass

@@ -15,7 +15,7 @@ import random
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
-from simnet.model.deployment import Endpoint, Weights
+from simnet.model.placement import Endpoint, Weights
 from simnet.model.tls import Verdict
 
 if TYPE_CHECKING:
@@ -28,6 +28,11 @@ BAD_GATEWAY = 502  # the load balancer's answer when the router is down or died 
 
 
 class Router:
+    """One gorouter (or, on cf-for-k8s, the ingress gateway): its own route table, pool of
+    idle keep-alive connections per backend, round-robin positions and busy counts; requests
+    go through ``handle``. It starts with the Deployment's route table and follows the route
+    updates the timeline sends, as routing-release's registry does."""
+
     __slots__ = ("env", "net", "metrics", "table", "rr", "pool", "busy", "max_attempts",
                  "keep_alive", "max_idle", "least_conn", "verdicts", "r2s", "s2a", "connect",
                  "tls", "weights", "random", "keeps_empty", "up", "generation")
@@ -44,7 +49,7 @@ class Router:
         # Service has no ready pod stays in the table (Envoy: 503 no healthy upstream).
         self.weights = dict(net.deployment.weights)
         self.random = (rng or random.Random(0)).random
-        self.keeps_empty = s.platform == "istio"
+        self.keeps_empty = net.deployment.platform.keeps_empty_routes
         self.rr: dict[str, int] = {}
         self.pool: dict[tuple[str, int], list] = {}
         self.busy: dict[tuple[str, int], int] = {}

@@ -14,7 +14,10 @@ from collections.abc import Callable
 
 import simpy
 
-from simnet.model.deployment import Address, Deployment, Endpoint, Listener
+from simnet.model.deployment import Deployment
+from simnet.model.placement import Address, Endpoint, Listener
+from simnet.model.timeline import (CertExpired, CertRotated, LatencyChange, RouterDown, RouterUp,
+                                   RoutesChanged, Start, Stop)
 from simnet.model.tls import Verdict
 from simnet.scenario.schema import Client
 from simnet.sim.latency import Sampler, sampler
@@ -37,12 +40,9 @@ class Network:
                    for a in s.apps}
         self.sidecars: dict[str, Sidecar] = {}
         for inst in deployment.instances:
-            series = InstanceSeries(inst.guid, inst.app, inst.index, inst.cell, inst.quota_mb,
-                                    [], [], envoy_limit_mb=inst.quota_mb - inst.base_used_mb,
-                                    app_quota_mb=inst.quota_mb - deployment.additional_mb)
             self.sidecars[inst.guid] = Sidecar(
-                series, inst.envoy, inst.base_used_mb, metrics.bins, metrics.bin_s,
-                service[inst.app])
+                InstanceSeries.of(inst), inst.envoy, inst.base_used_mb, metrics.bins,
+                metrics.bin_s, service[inst.app])
         self.listeners: dict[Address, tuple[Sidecar, Listener]] = {}
         self.expired: set[str] = set()  # instances whose identity certificate has expired
         # latency_spike faults: extra seconds on each hop now (each crossing pays it)
@@ -97,25 +97,26 @@ def _faults(env: simpy.Environment, net: Network, routers: list[Router]):
     for event in net.deployment.events:
         if event.at_s > env.now:
             yield env.timeout(event.at_s - env.now)
-        if event.kind == "stop":
-            net.stop(event.guid)
-        elif event.kind == "cert_expired":
-            net.expired.add(event.guid)
-        elif event.kind == "cert_rotated":
-            net.expired.discard(event.guid)
-        elif event.kind == "start":
-            net.start(event.guid)
-        elif event.kind == "router_down":
-            routers[event.router].go_down()
-        elif event.kind == "router_up":
-            routers[event.router].up = True
-        elif event.kind == "latency":
-            net.extra_s[event.hop] = max(0.0, net.extra_s[event.hop] + event.extra_s)
-        else:
-            net.routes_changed(event.routes)
-            for r in routers:
-                r.update(event.routes)
-                r.reweigh(event.weights)
+        match event:
+            case Stop(guid=guid):
+                net.stop(guid)
+            case CertExpired(guid=guid):
+                net.expired.add(guid)
+            case CertRotated(guid=guid):
+                net.expired.discard(guid)
+            case Start(guid=guid):
+                net.start(guid)
+            case RouterDown(router=k):
+                routers[k].go_down()
+            case RouterUp(router=k):
+                routers[k].up = True
+            case LatencyChange(hop=hop, extra_s=extra_s):
+                net.extra_s[hop] = max(0.0, net.extra_s[hop] + extra_s)
+            case RoutesChanged(routes=routes, weights=weights):
+                net.routes_changed(routes)
+                for r in routers:
+                    r.update(routes)
+                    r.reweigh(weights)
 
 
 def _client(env: simpy.Environment, c: Client, n: int, net: Network, pick: Callable[[], Router],

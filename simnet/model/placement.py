@@ -1,0 +1,177 @@
+"""Where things are: app instances in containers on cells, their addresses and host ports,
+and what answers at each address.
+
+Diego's rep places each container on the cell with the most free memory that fits and never
+overcommits; Garden hands each container an address and host ports from the cell's pools.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+
+from simnet.errors import PortRangeExhausted
+from simnet.model.memory import NO_PROXY, Footprint, footprint, listener_kind
+from simnet.model.ports import ProxyPorts, instance_ports, proxy_ports
+from simnet.scenario.schema import App, Scenario
+
+CONTAINER_NET = ipaddress.ip_address("198.18.0.0")  # benchmarking range, never routed
+CELL_NET = ipaddress.ip_address("198.19.0.0")
+HOST_PORT_START = 61001  # garden hands out host ports per cell from here upward
+MAX_CONTAINERS = 65_000
+GATEWAY_IP = "198.19.255.254"  # the istio ingress gateway's pod, as the app pods see it
+
+Address = tuple[str, int]
+Weights = tuple[tuple[str, int], ...]  # (Service, weight) of a host's route, in order
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One app instance in its container on a cell, with every memory fact the simulator and
+    the report need: the container's real limit, what the app asked for, what its processes
+    use before Envoy, and its own sidecar's footprint (its own number of port mappings)."""
+
+    guid: str
+    app: str
+    index: int
+    cell: int
+    cell_ip: str
+    container_ip: str
+    proxy: ProxyPorts | None
+    cf_instance_ports: tuple[dict, ...]
+    host_ports: dict[int, int]  # container port -> host port on the cell
+    quota_mb: int  # app quota + additional allocation: the container's real limit
+    base_used_mb: float  # app process + sidecar processes, before Envoy
+    envoy: Footprint = NO_PROXY  # the sidecar's memory: base MB and KB per connection
+    app_quota_mb: int = 0  # what the app asked for (``apps[].memory_mb``)
+
+    @property
+    def envoy_limit_mb(self) -> float:
+        """What Envoy may use before the container's limit OOM-kills it: the limit less what
+        the app and its sidecar processes use."""
+        return self.quota_mb - self.base_used_mb
+
+    def reported_mb(self, envoy_mb: float) -> float:
+        """What Diego reports for the container with Envoy at ``envoy_mb``: the app, its
+        sidecar processes and Envoy, rescaled linearly from the real limit into the quota the
+        app asked for (seed 002)."""
+        used = self.base_used_mb + envoy_mb
+        return used * self.app_quota_mb / self.quota_mb if self.quota_mb else 0.0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A route registration: where the router dials, and whom it expects to find there."""
+
+    address: Address
+    guid: str  # server_cert_domain_san for TLS routes
+    app: str
+    tls: bool
+    service: str = ""  # cf-for-k8s: the Kubernetes Service (route destination) it stands behind
+
+
+@dataclass(frozen=True)
+class Listener:
+    """What answers at an address: which instance, and whether it speaks TLS there."""
+
+    guid: str
+    app: str
+    tls: bool
+
+
+def instance_guid(seed: int, app: str, index: int, generation: int = 0) -> str:
+    """A stable instance guid in Diego's 8-4-4-4-4 hex form."""
+    h = hashlib.sha256(f"{seed}/{app}/{index}/{generation}".encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:24]}"
+
+
+class Cells:
+    """Cell memory and host ports, handed out without overcommit (the rep never overcommits)."""
+
+    def __init__(self, count: int, memory_mb: int):
+        self.free = [memory_mb] * count
+        self.next_host_port = [HOST_PORT_START] * count
+        self.next_container = 0
+
+    def place(self, need_mb: int, avoid: int | None = None) -> int | None:
+        """The cell with the most free memory that fits (Diego's auction spreads load)."""
+        best = None
+        for c, free in enumerate(self.free):
+            if c != avoid and free >= need_mb and (best is None or free > self.free[best]):
+                best = c
+        if best is not None:
+            self.free[best] -= need_mb
+        return best
+
+    def host_ports(self, cell: int, n: int) -> int:
+        start = self.next_host_port[cell]
+        self.next_host_port[cell] += n
+        return start
+
+    def container_ip(self) -> str:
+        self.next_container += 1
+        return str(CONTAINER_NET + self.next_container)
+
+
+def mapping_count(s: Scenario, app: App) -> int:
+    """Port mappings (Envoy listeners) of an app's sidecar: ``auto`` sizes the cell-wide
+    additional allocation for the app with the most."""
+    if not s.proxy.enabled:
+        return 1
+    try:
+        return len(proxy_ports(app.ports).mappings)
+    except PortRangeExhausted:
+        return 1  # reported where the instance is made
+
+
+def container_ports(app: App, pp: ProxyPorts | None, unproxied: bool) -> list[int]:
+    """Container ports the cell maps to host ports, in the order they are requested."""
+    ports = list(dict.fromkeys(app.ports)) if (unproxied or pp is None) else []
+    if pp is not None:
+        ports += [pp.proxy_for(p) for p in dict.fromkeys(app.ports)]
+    return ports
+
+
+def make_instance(s: Scenario, app: App, index: int, generation: int, cell: int,
+                  cells: Cells, extra_mb: int) -> Instance:
+    """A new instance of ``app`` on ``cell``: its address, proxy ports, host ports and memory."""
+    pp = proxy_ports(app.ports) if s.proxy.enabled else None
+    unproxied = s.proxy.enable_unproxied_port_mappings
+    mapped = container_ports(app, pp, unproxied)
+    start = cells.host_ports(cell, len(mapped))
+    host = {p: start + i for i, p in enumerate(mapped)}
+    used = app.memory_used_mb if app.memory_used_mb is not None else app.memory_mb / 2
+    return Instance(
+        guid=instance_guid(s.seed, app.name, index, generation),
+        app=app.name,
+        index=index,
+        cell=cell,
+        cell_ip=str(CELL_NET + 1 + cell),
+        container_ip=cells.container_ip(),
+        proxy=pp,
+        cf_instance_ports=tuple(instance_ports(app.ports, pp, start, unproxied)),
+        host_ports=host,
+        quota_mb=app.memory_mb + extra_mb,
+        # sidecar processes run beside the process types they name, inside its quota
+        base_used_mb=used + sum(sc.memory_mb for sc in app.sidecars
+                                if app.process_type in sc.process_types),
+        envoy=(footprint(s.proxy.memory, listener_kind(s.proxy), len(pp.mappings))
+               if pp is not None else NO_PROXY),
+        app_quota_mb=app.memory_mb,
+    )
+
+
+def reused_host_ports(victim: Instance, newcomer: Instance) -> dict[int, int]:
+    """The newcomer takes over the victim's host ports, TLS ports onto TLS ports and plain
+    onto plain, so a stale route to the victim now reaches the newcomer's listener."""
+
+    def by_role(inst: Instance) -> tuple[list[int], list[int]]:
+        tls = {m.proxy for m in inst.proxy.mappings} if inst.proxy else set()
+        return ([p for p in inst.host_ports if p in tls], [p for p in inst.host_ports if p not in tls])
+
+    ports = dict(newcomer.host_ports)
+    for old_role, new_role in zip(by_role(victim), by_role(newcomer)):
+        for old_port, new_port in zip(old_role, new_role):
+            ports[new_port] = victim.host_ports[old_port]
+    return ports

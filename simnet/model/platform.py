@@ -1,0 +1,188 @@
+"""The three platforms as objects: each answers, for a scenario, where a router reaches an
+instance, what answers at an instance's addresses, what happens to a route with no
+instances, what captures traffic into the sidecar and who terminates TLS.
+
+Diego (cloudfoundry/executor, gorouter): routers dial the cell's host port, DNATed by Garden's
+NetIn rules to the sidecar's TLS proxy port; gorouter drops a route whose pool is empty (404).
+Istio (cf-for-k8s): the ingress gateway dials the pod IP and the pod's istio-iptables rules
+capture it into Envoy's 15006; a VirtualService whose Service has no ready pod stays (503).
+BOSH (boshy-istio prototype): a job dials a ``*.boshy`` VIP, its VM's OUTPUT rule redirects it
+into the local Envoy, which dials the instance in plain TCP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+from simnet.errors import Loc
+from simnet.model.gateway import gateway_destinations
+from simnet.model.interception import (BOSH_JOB_UID, CONTAINER_APP_UID, CapturedPath,
+                                       bosh_client, bosh_vip, istio_config, istio_inbound)
+from simnet.model.placement import CELL_NET, GATEWAY_IP, Address, Endpoint, Instance, Listener, Weights
+from simnet.model.tls import Verdict, backend_verdicts, gateway_verdicts
+from simnet.scenario.schema import App, Scenario
+
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    """The routers' view at one moment: endpoints per host and, on cf-for-k8s, the weights of
+    each host's destinations."""
+
+    endpoints: dict[str, tuple[Endpoint, ...]]
+    weights: dict[str, Weights]
+
+
+class Platform:
+    """What differs between platforms, asked by derive, the simulator, the questions and the
+    analysis instead of branching on ``scenario.platform``."""
+
+    name: ClassVar[str]
+    router: ClassVar[str]  # what dials the instances
+    captures: ClassVar[str]  # the rules that bring traffic to the sidecar
+    # A host whose pool becomes empty stays known to the router (answers 503) instead of
+    # being dropped (404).
+    keeps_empty_routes: ClassVar[bool] = False
+    app_uid: ClassVar[int] = CONTAINER_APP_UID  # the uid app processes run as by default
+
+    def uid(self, app: App) -> int:
+        """The uid an app's processes run as: its own ``uid``, else the platform's."""
+        return self.app_uid if app.uid is None else app.uid
+
+    def own_address(self, inst: Instance) -> str:
+        """The address an instance's processes have."""
+        return inst.container_ip
+
+    def endpoint(self, s: Scenario, inst: Instance, port: int, service: str = "") -> Endpoint:
+        """Where a router reaches ``port`` of an instance."""
+        raise NotImplementedError
+
+    def listeners(self, s: Scenario, inst: Instance) -> Iterator[tuple[Address, Listener]]:
+        """Every address reachable from the routers that lands in this instance's container."""
+        for p in dict.fromkeys(s.app(inst.app).ports):
+            yield (inst.container_ip, p), Listener(inst.guid, inst.app, False)
+
+    def route_table(self, s: Scenario, instances: list[Instance],
+                    mapped: frozenset[int]) -> RouteTable:
+        """Endpoints per host for the routes mapped so far (indices into ``s.routes``); only
+        hosts with registered instances are known."""
+        table: dict[str, list[Endpoint]] = {}
+        for k, r in enumerate(s.routes):
+            if k in mapped:
+                eps = table.setdefault(r.host, [])
+                eps.extend(self.endpoint(s, i, r.port) for i in instances if i.app == r.app)
+        return RouteTable({h: tuple(e) for h, e in table.items() if e}, {})
+
+    def verdicts(self, s: Scenario) -> dict[tuple[bool, bool], Verdict]:
+        """The router's verdict on a new TLS connection to a sidecar (see ``Deployment``)."""
+        return backend_verdicts(s)
+
+    def client_paths(self, s: Scenario) -> dict[str, CapturedPath]:
+        """How a client's connection to each route host leaves the client's host; hosts not
+        listed go straight to the ingress."""
+        return {}
+
+    def configuration_problems(self, s: Scenario) -> Iterator[tuple[Loc, str]]:
+        """Settings this platform cannot run with."""
+        return iter(())
+
+    def terminates_tls(self, s: Scenario) -> bool:
+        """Whether the sidecar terminates the router's TLS (else the app answers in plain)."""
+        return s.proxy.enabled and s.routers.backends.enabled
+
+
+class Diego(Platform):
+    name = "diego"
+    router = "gorouter"
+    captures = "Garden's NetIn DNAT rules from the cell's host ports"
+
+    def endpoint(self, s: Scenario, inst: Instance, port: int, service: str = "") -> Endpoint:
+        tls = s.routers.backends.enabled and inst.proxy is not None
+        container_port = inst.proxy.proxy_for(port) if tls else port
+        return Endpoint((inst.cell_ip, inst.host_ports[container_port]), inst.guid, inst.app, tls)
+
+    def listeners(self, s: Scenario, inst: Instance) -> Iterator[tuple[Address, Listener]]:
+        tls_ports = {m.proxy for m in inst.proxy.mappings} if inst.proxy else set()
+        for port, host_port in inst.host_ports.items():
+            yield (inst.cell_ip, host_port), Listener(inst.guid, inst.app, port in tls_ports)
+
+    def configuration_problems(self, s: Scenario) -> Iterator[tuple[Loc, str]]:
+        if (s.proxy.enabled and not s.proxy.enable_unproxied_port_mappings
+                and not s.routers.backends.enabled):
+            yield ("routers", "backends", "enabled"), (
+                "backend TLS is off but enable_unproxied_port_mappings is false: the cell maps "
+                "only TLS proxy ports, so routers have no plain port to reach"
+            )
+
+
+class Istio(Platform):
+    name = "istio"
+    router = "istio ingress gateway"
+    captures = "istio-iptables in every pod (inbound to 15006, outbound to 15001)"
+    keeps_empty_routes = True  # Envoy: a VirtualService without ready pods -> 503 no healthy upstream
+
+    def endpoint(self, s: Scenario, inst: Instance, port: int, service: str = "") -> Endpoint:
+        # The ingress gateway dials the pod IP; iptables captures it into Envoy's 15006.
+        return Endpoint((inst.container_ip, port), inst.guid, inst.app, tls=True, service=service)
+
+    def listeners(self, s: Scenario, inst: Instance) -> Iterator[tuple[Address, Listener]]:
+        # Envoy answers (with mTLS) only where the pod's capture rules send the gateway's
+        # connection to its inbound port; elsewhere the app itself answers, in plain text.
+        config = istio_config(s)
+        for p in dict.fromkeys(s.app(inst.app).ports):
+            captured = istio_inbound(inst.container_ip, p, GATEWAY_IP, config).via_proxy
+            yield (inst.container_ip, p), Listener(inst.guid, inst.app, captured)
+
+    def route_table(self, s: Scenario, instances: list[Instance],
+                    mapped: frozenset[int]) -> RouteTable:
+        """A host with no endpoints is still known where a route object exists without
+        instances (a VirtualService whose Service has no ready pod)."""
+        table: dict[str, list[Endpoint]] = {}
+        weights: dict[str, Weights] = {}
+        for host, destinations in gateway_destinations(s, mapped).items():
+            eps = table.setdefault(host, [])
+            for d in destinations:
+                eps.extend(self.endpoint(s, i, d.port, d.service)
+                           for i in instances if i.app == d.app)
+            weights[host] = tuple((d.service, d.weight) for d in destinations)
+        return RouteTable({h: tuple(e) for h, e in table.items()}, weights)
+
+    def verdicts(self, s: Scenario) -> dict[tuple[bool, bool], Verdict]:
+        return gateway_verdicts(s)
+
+
+class Bosh(Platform):
+    name = "bosh"
+    router = "the client VM's local Envoy"
+    captures = "the VM's OUTPUT rule redirecting *.boshy VIPs into the local Envoy"
+    app_uid = BOSH_JOB_UID
+
+    def own_address(self, inst: Instance) -> str:
+        return inst.cell_ip  # a job runs on its VM, with the VM's address
+
+    def endpoint(self, s: Scenario, inst: Instance, port: int, service: str = "") -> Endpoint:
+        # The client VM's own Envoy dials the instance directly (the prototype has no mTLS).
+        return Endpoint((inst.container_ip, port), inst.guid, inst.app, tls=False)
+
+    def client_paths(self, s: Scenario) -> dict[str, CapturedPath]:
+        """Clients are jobs on other VMs dialling ``<name>.boshy`` VIPs; whether that reaches
+        the VM's Envoy is what the VM's iptables rules say (no Envoy add-on, no rule)."""
+        vips = bosh_vip([r.host for r in s.routes])
+        caller = str(CELL_NET + 1)
+        port: dict[str, int] = {}
+        for r in s.routes:
+            port.setdefault(r.host, r.port)
+        return {h: bosh_client(caller, vips[h], port[h], s.proxy.enabled) for h in port}
+
+    def terminates_tls(self, s: Scenario) -> bool:
+        return False  # plain TCP from the job through its VM's Envoy to the instance
+
+
+PLATFORMS: dict[str, Platform] = {p.name: p for p in (Diego(), Istio(), Bosh())}
+
+
+def platform_of(s: Scenario) -> Platform:
+    """The platform object for a scenario's ``platform``."""
+    return PLATFORMS[s.platform]
