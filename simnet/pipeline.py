@@ -82,7 +82,7 @@ def simulate_and_report(scenario: Scenario, deployment: Deployment, reports_dir:
              # each push or route mapping: when routers had it, and the 404/503s meanwhile
              "control_plane_changes": metrics.windows(deployment.changes),
              "wall_s": round(wall, 3)}  # wall time: shown in the HTML, kept out of summary.json
-    files = write_report(scenario, metrics, reports_dir / scenario.name, facts=facts,
+    files = write_report(deployment, metrics, reports_dir / scenario.name, facts=facts,
                          reach=reach)
     return RunOutput(scenario, deployment, metrics, wall, files)
 

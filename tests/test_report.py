@@ -11,6 +11,7 @@ from html import escape
 
 import pytest
 
+from simnet.model.deployment import Deployment, derive
 from simnet.report import figures, render
 from simnet.report.render import REPORT_FILES, STATUS_MEANINGS, write_report
 from simnet.scenario.schema import Scenario
@@ -32,6 +33,10 @@ def scenario(**extra) -> Scenario:
         "routes": [{"host": "web.example.com", "app": "web"}],
         **extra,
     })
+
+
+def deployed(**extra) -> Deployment:
+    return derive(scenario(**extra))
 
 
 def instance(k: int, bins: int, rng: random.Random, *, quota: float = 256.0, oom: int = 0,
@@ -88,7 +93,7 @@ def files_of(d) -> dict[str, bytes]:
 
 def test_writes_every_file(tmp_path):
     out = tmp_path / "reports" / "synthetic"
-    written = write_report(scenario(), metrics(), out, facts=FACTS)
+    written = write_report(deployed(), metrics(), out, facts=FACTS)
     assert [p.name for p in written] == list(REPORT_FILES)
     assert sorted(p.name for p in out.iterdir()) == sorted(REPORT_FILES)
     for p in written:
@@ -101,7 +106,7 @@ def test_writes_every_file(tmp_path):
 
 def test_html_is_self_contained(tmp_path):
     out = tmp_path / "r"
-    write_report(scenario(), metrics(), out, facts=FACTS)
+    write_report(deployed(), metrics(), out, facts=FACTS)
     html = (out / "report.html").read_text(encoding="utf-8")
     images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
     assert len(images) == len(PNGS)
@@ -118,7 +123,7 @@ def test_html_is_self_contained(tmp_path):
 
 def test_html_headlines_and_status_meanings(tmp_path):
     m = metrics()
-    write_report(scenario(), m, tmp_path / "r", facts=FACTS)
+    write_report(deployed(), m, tmp_path / "r", facts=FACTS)
     html = (tmp_path / "r" / "report.html").read_text(encoding="utf-8")
     assert f"{m.issued:,}" in html
     for q in (50, 95, 99):
@@ -137,20 +142,20 @@ def test_html_headlines_and_status_meanings(tmp_path):
 
 
 def test_misdelivered_requests_are_called_out(tmp_path):
-    write_report(scenario(), metrics(misdelivered=7), tmp_path / "r")
+    write_report(deployed(), metrics(misdelivered=7), tmp_path / "r")
     html = (tmp_path / "r" / "report.html").read_text(encoding="utf-8")
     assert "7 requests were delivered to the wrong app" in html
     assert html.index("delivered to the wrong app") < html.index("<h2>Figures")
 
 
 def test_oom_kills_are_called_out(tmp_path):
-    write_report(scenario(), metrics(oom=2), tmp_path / "r")
+    write_report(deployed(), metrics(oom=2), tmp_path / "r")
     html = (tmp_path / "r" / "report.html").read_text(encoding="utf-8")
     assert "2 OOM kills in 1 instance." in html
 
 
 def test_html_escapes_scenario_text(tmp_path):
-    write_report(scenario(description="<script>alert(1)</script> & co"), metrics(),
+    write_report(deployed(description="<script>alert(1)</script> & co"), metrics(),
                  tmp_path / "r")
     html = (tmp_path / "r" / "report.html").read_text(encoding="utf-8")
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in html
@@ -158,7 +163,7 @@ def test_html_escapes_scenario_text(tmp_path):
 
 def test_summary_json_is_metrics_summary_plus_run(tmp_path):
     m, s = metrics(misdelivered=2), scenario()
-    write_report(s, m, tmp_path / "r", facts=FACTS)
+    write_report(derive(s), m, tmp_path / "r", facts=FACTS)
     raw = (tmp_path / "r" / "summary.json").read_text(encoding="utf-8")
     data = json.loads(raw)
     expected = m.summary()
@@ -172,8 +177,8 @@ def test_summary_json_is_metrics_summary_plus_run(tmp_path):
 
 
 def test_wall_clock_facts_stay_out_of_summary_json(tmp_path):
-    write_report(scenario(), metrics(), tmp_path / "a", facts={**FACTS, "wall_s": 1.25})
-    write_report(scenario(), metrics(), tmp_path / "b", facts={**FACTS, "wall_s": 9.75})
+    write_report(deployed(), metrics(), tmp_path / "a", facts={**FACTS, "wall_s": 1.25})
+    write_report(deployed(), metrics(), tmp_path / "b", facts={**FACTS, "wall_s": 9.75})
     a = (tmp_path / "a" / "summary.json").read_bytes()
     assert a == (tmp_path / "b" / "summary.json").read_bytes()
     assert b"wall_s" not in a
@@ -181,19 +186,19 @@ def test_wall_clock_facts_stay_out_of_summary_json(tmp_path):
 
 
 def test_two_renders_are_byte_identical(tmp_path):
-    write_report(scenario(), metrics(), tmp_path / "a", facts=FACTS)
-    write_report(scenario(), metrics(), tmp_path / "b", facts=FACTS)
+    write_report(deployed(), metrics(), tmp_path / "a", facts=FACTS)
+    write_report(deployed(), metrics(), tmp_path / "b", facts=FACTS)
     a, b = files_of(tmp_path / "a"), files_of(tmp_path / "b")
     for name in ("summary.json", *PNGS):
         assert a[name] == b[name], name
     assert a["report.html"] == b["report.html"]
     # and again into the same folder, replacing it
-    write_report(scenario(), metrics(), tmp_path / "a", facts=FACTS)
+    write_report(deployed(), metrics(), tmp_path / "a", facts=FACTS)
     assert files_of(tmp_path / "a") == a
 
 
 def test_png_has_no_software_or_time_tag(tmp_path):
-    write_report(scenario(), metrics(), tmp_path / "r")
+    write_report(deployed(), metrics(), tmp_path / "r")
     png = (tmp_path / "r" / "memory.png").read_bytes()
     assert b"matplotlib" not in png and b"tIME" not in png
 
@@ -201,7 +206,7 @@ def test_png_has_no_software_or_time_tag(tmp_path):
 @pytest.mark.parametrize("broken", ["figure", "html", "json"])
 def test_failed_render_leaves_previous_report_intact(tmp_path, monkeypatch, broken):
     out = tmp_path / "reports" / "synthetic"
-    write_report(scenario(), metrics(), out, facts=FACTS)
+    write_report(deployed(), metrics(), out, facts=FACTS)
     (out / "notes.txt").write_text("earlier results")
     before = files_of(out)
 
@@ -212,7 +217,7 @@ def test_failed_render_leaves_previous_report_intact(tmp_path, monkeypatch, brok
               "json": (render, "summary_json")}[broken]
     monkeypatch.setattr(*target, boom)
     with pytest.raises(RuntimeError, match="render failed"):
-        write_report(scenario(), metrics(seed=2), out, facts=FACTS)
+        write_report(deployed(), metrics(seed=2), out, facts=FACTS)
     assert files_of(out) == before
     assert [p.name for p in out.parent.iterdir()] == ["synthetic"], "no staging folder left"
 
@@ -220,7 +225,7 @@ def test_failed_render_leaves_previous_report_intact(tmp_path, monkeypatch, brok
 def test_failed_first_render_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(figures, "latency_cdf", lambda _m: 1 / 0)
     with pytest.raises(ZeroDivisionError):
-        write_report(scenario(), metrics(), tmp_path / "reports" / "x")
+        write_report(deployed(), metrics(), tmp_path / "reports" / "x")
     assert list((tmp_path / "reports").iterdir()) == []
 
 
@@ -228,7 +233,7 @@ def test_success_replaces_the_whole_folder(tmp_path):
     out = tmp_path / "r"
     out.mkdir()
     (out / "stale.png").write_bytes(b"old")
-    write_report(scenario(), metrics(), out)
+    write_report(deployed(), metrics(), out)
     assert sorted(p.name for p in out.iterdir()) == sorted(REPORT_FILES)
 
 
@@ -236,7 +241,7 @@ def test_outdir_that_is_a_file_is_refused(tmp_path):
     f = tmp_path / "r"
     f.write_text("not a folder")
     with pytest.raises(NotADirectoryError):
-        write_report(scenario(), metrics(), f)
+        write_report(deployed(), metrics(), f)
     assert f.read_text() == "not a folder"
 
 
@@ -249,7 +254,7 @@ def test_outdir_that_is_a_file_is_refused(tmp_path):
 ])
 def test_sparse_or_empty_metrics_render(tmp_path, kwargs):
     m = metrics(**kwargs)
-    written = write_report(scenario(), m, tmp_path / "r")
+    written = write_report(deployed(), m, tmp_path / "r")
     assert all(p.stat().st_size > 0 for p in written)
     data = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert data["requests"]["issued"] == m.issued
@@ -260,7 +265,7 @@ def test_sparse_or_empty_metrics_render(tmp_path, kwargs):
 
 def test_bare_metrics_object_renders(tmp_path):
     """A Metrics straight from its constructor: nothing filled in."""
-    write_report(scenario(), Metrics(duration_s=10, bin_s=1), tmp_path / "r")
+    write_report(deployed(), Metrics(duration_s=10, bin_s=1), tmp_path / "r")
     assert (tmp_path / "r" / "report.html").stat().st_size > 0
 
 
@@ -275,7 +280,7 @@ def test_figures_summarise_many_instances():
 
 def test_long_instance_lists_are_cut_in_html_not_json(tmp_path):
     m = metrics(requests=10, instances=render.MAX_ROWS + 5, oom=1)
-    write_report(scenario(), m, tmp_path / "r")
+    write_report(deployed(), m, tmp_path / "r")
     html = (tmp_path / "r" / "report.html").read_text()
     assert "5 more are in summary.json" in html
     assert html.count('class="oomrow"') == 1, "the OOM-killed instance is among those shown"
@@ -310,7 +315,7 @@ def test_bin_edges_end_at_duration():
 def test_counter_outcomes_with_unknown_status_render(tmp_path):
     m = metrics(requests=10)
     m.outcomes = Counter({200: 9, 418: 1})
-    write_report(scenario(), m, tmp_path / "r")
+    write_report(deployed(), m, tmp_path / "r")
     assert "418" in (tmp_path / "r" / "report.html").read_text()
 
 
@@ -357,7 +362,7 @@ def test_memory_model_figure_draws_the_kind_the_sidecars_use(mtls, kind):
              "trusted_ca_certificates": ["router-ca"] if mtls else []}
     m = metrics(requests=10, instances=3)
     m.instances[0].oom_kills = 1
-    fig = figures.envoy_memory_model(scenario(proxy=proxy), m)
+    fig = figures.envoy_memory_model(deployed(proxy=proxy), m)
     assert f"{kind} listener" in fig.axes[0].get_title(loc="left")
     cal = packaged_calibration().kinds[kind]
     assert {(float(n), mb) for n, mb in cal.points} <= _markers(fig, "o")
@@ -371,10 +376,42 @@ def test_memory_model_figure_draws_the_kind_the_sidecars_use(mtls, kind):
     assert any(t.startswith(f"{kind} model: {cal.base_mb:.1f} MB") for t in texts)
 
 
+def test_memory_model_figure_draws_each_instances_own_footprint():
+    """The figure draws the footprints the Deployment gave the sidecars (each with its own
+    port mappings: an app with three ports has more listeners than one with one), not the
+    calibration's one-mapping line: what the simulator used is what the reader sees."""
+    from simnet.pipeline import load_and_derive
+    from simnet.scenario.load import bundled
+    from simnet.sim.run import simulate
+
+    d = derive(scenario(apps=[{"name": "web", "instances": 2, "ports": [8080]},
+                              {"name": "api", "instances": 1, "ports": [8080, 9090, 7070]}]))
+    own = {i.envoy for i in d.instances}
+    assert len(own) == 2  # one footprint per mapping count
+    m = metrics(requests=10, instances=3)
+    fig = figures.envoy_memory_model(d, m)
+    main = fig.axes[0]
+    [inset] = main.child_axes  # the run's range up close
+
+    def starts(ax, prefix: str = "") -> set[float]:
+        return {round(float(line.get_ydata()[0]), 6) for line in ax.get_lines()
+                if len(line.get_xdata()) == 2 and line.get_xdata()[0] == 0
+                and line.get_label().startswith(prefix)}
+
+    expected = {round(fp.base_mb, 6) for fp in own}
+    assert expected <= starts(main, "this run's sidecars")
+    assert starts(main, "this run's sidecars") == expected
+    assert expected <= starts(inset)
+    # the bundled default: every instance's own footprint is in the figure
+    _, dep = load_and_derive(bundled())
+    fig = figures.envoy_memory_model(dep, simulate(dep))
+    assert {round(i.envoy.base_mb, 6) for i in dep.instances} == starts(fig.axes[0], "this run's sidecars")
+
+
 def test_memory_model_figure_draws_the_oom_line_only_when_it_fits():
     m = metrics(requests=10, instances=2)
     m.instances[0].envoy_limit_mb, m.instances[1].envoy_limit_mb = 120.0, 5000.0
-    fig = figures.envoy_memory_model(scenario(), m)
+    fig = figures.envoy_memory_model(deployed(), m)
     ax = fig.axes[0]
     flat = {float(line.get_ydata()[0]) for line in ax.get_lines()
             if len(set(line.get_ydata())) == 1 and line.get_linestyle() == "--"}
@@ -386,14 +423,14 @@ def test_memory_model_figure_draws_the_oom_line_only_when_it_fits():
 def test_memory_model_figure_shows_a_manual_or_seed_model():
     m = metrics(requests=10, instances=1)
     manual = scenario(proxy={"memory": {"base_mb": 20, "per_connection_kb": 50}})
-    fig = figures.envoy_memory_model(manual, m)
+    fig = figures.envoy_memory_model(derive(manual), m)
     [line] = [line for line in fig.axes[0].get_lines()
               if line.get_label().startswith("this scenario's model (manual)")]
     (x0, x1), (y0, y1) = line.get_xdata(), line.get_ydata()
     assert y0 == 20 and (y1 - y0) / (x1 - x0) == pytest.approx(0.05)
-    seed = figures.envoy_memory_model(scenario(proxy={"memory": {"model": "seed"}}), m)
+    seed = figures.envoy_memory_model(deployed(proxy={"memory": {"model": "seed"}}), m)
     assert any(t.endswith("this scenario's model") for t in _legend_texts(seed))
-    off = figures.envoy_memory_model(scenario(proxy={"enabled": False}), m)
+    off = figures.envoy_memory_model(deployed(proxy={"enabled": False}), m)
     assert "proxy disabled" in " ".join(t.get_text() for t in off.axes[0].texts)
 
 
@@ -408,7 +445,7 @@ def test_report_shows_the_memory_diego_reports_rescaled_into_the_quota(tmp_path)
     expected = (200 + inst.peak_memory_mb) * 256 / 272
     assert inst.reported_peak_mb == pytest.approx(expected)
     assert m.instances[1].reported_peak_mb is None  # a series that does not say
-    write_report(scenario(), m, tmp_path / "r")
+    write_report(deployed(), m, tmp_path / "r")
     html = (tmp_path / "r" / "report.html").read_text()
     assert "reported by Diego" in html and f"{expected:.4g} MB" in html
     data = json.loads((tmp_path / "r" / "summary.json").read_text())

@@ -22,6 +22,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from simnet.model.deployment import Deployment
+from simnet.model.memory import Footprint
 from simnet.sim.metrics import InstanceSeries, Metrics
 
 WIDTH_IN, HEIGHT_IN, DPI = 9.0, 4.0, 110
@@ -623,19 +625,26 @@ def _scenario_line(ax, memory, xmax: float) -> None:
                 label=f"this scenario's model (manual): {base:g} MB + {per:g} KB/connection")
 
 
-def envoy_memory_model(scenario, metrics: Metrics, calibration=None) -> Figure:
+def sidecar_footprints(deployment: Deployment) -> dict[Footprint, int]:
+    """Each distinct Envoy footprint of the deployment's sidecars, with its port mappings."""
+    return {i.envoy: len(i.proxy.mappings) for i in deployment.instances if i.proxy is not None}
+
+
+def envoy_memory_model(deployment: Deployment, metrics: Metrics, calibration=None) -> Figure:
     """The memory model behind a run: for the listener kind its sidecars use, the
     calibration's measured points and fitted line, seed 002's line, the scenario's own model
-    when it is ``seed`` or ``manual``, each sidecar's peak connections and peak memory, and
-    the containers' OOM line for Envoy when it fits the axes. When the run's peaks are far
-    below the measured range an inset shows them up close."""
+    when it is ``seed`` or ``manual``, each sidecar's own footprint (its port mappings add to
+    the one-mapping line) as the Deployment derived it, each sidecar's peak connections and
+    peak memory, and the containers' OOM line for Envoy when it fits the axes. When the run's
+    peaks are far below the measured range an inset shows them up close."""
     from matplotlib.lines import Line2D
 
-    from simnet.model.memory import listener_kind, packaged_calibration
+    from simnet.model.memory import packaged_calibration
 
     cal = calibration or packaged_calibration()
-    proxy = scenario.proxy
-    kind = listener_kind(proxy)
+    proxy = deployment.scenario.proxy
+    kind = deployment.listener_kind
+    own = sidecar_footprints(deployment)
     with style():
         fig = _figure(HEIGHT_IN + 0.8)
         ax = fig.add_subplot()
@@ -656,6 +665,8 @@ def envoy_memory_model(scenario, metrics: Metrics, calibration=None) -> Figure:
         _draw_seed(ax, xmax, ours=model == "seed")
         _draw_kind(ax, cal, kind, xmax, colour,
                    label_prefix="" if model == "calibrated" else "calibrated ")
+        if model == "calibrated":
+            _draw_footprints(ax, own, xmax, colour)
         _draw_peaks(ax, insts)
         # the axes fit the calibration, the seed and the run; a steep manual line is cut off
         top = max([float(np.max(line.get_ydata())) for line in ax.get_lines()]
@@ -685,19 +696,31 @@ def envoy_memory_model(scenario, metrics: Metrics, calibration=None) -> Figure:
         ax.set_ylabel("Envoy private memory (MB)")
         ax.legend(handles, labels, loc="upper left")
         if insts and peak_n < xmax / 10:
-            _run_inset(ax, cal, kind, colour, proxy.memory, insts, peak_n, limits)
+            _run_inset(ax, own, colour, proxy.memory, insts, peak_n, limits)
         return fig
 
 
-def _run_inset(ax, cal, kind: str, colour: str, memory, insts: Sequence[InstanceSeries],
-               peak_n: int, limits: Sequence[float]) -> None:
-    """The run's own range up close: the model lines, each sidecar's peak, and the OOM lines
-    that fall in it."""
+def _draw_footprints(ax, own: dict[Footprint, int], xmax: float, colour: str, *,
+                     label: bool = True) -> None:
+    """The sidecars' own footprints, one line each (``own``: footprint -> port mappings)."""
+    for fp, mappings in sorted(own.items(), key=lambda kv: kv[1]):
+        ax.plot([0, xmax], [fp.memory_mb(0), fp.memory_mb(xmax)], color=colour, linewidth=0.9,
+                linestyle=(0, (1, 1)),
+                label=(f"this run's sidecars, {mappings} port mapping{'s' if mappings > 1 else ''}: "
+                       f"{fp.base_mb:.2f} MB + {fp.per_connection_kb:.1f} KB/connection")
+                if label else "_footprint")
+
+
+def _run_inset(ax, own: dict[Footprint, int], colour: str, memory,
+               insts: Sequence[InstanceSeries], peak_n: int, limits: Sequence[float]) -> None:
+    """The run's own range up close: each sidecar's own footprint, the seed's and the
+    scenario's model lines, each sidecar's peak, and the OOM lines that fall in it."""
     inset = ax.inset_axes([0.64, 0.07, 0.34, 0.36])
     xmax = max(peak_n * 1.3, 10.0)
     _draw_seed(inset, xmax, ours=memory.model == "seed")
-    fp = cal.footprint(kind)
-    inset.plot([0, xmax], [fp.memory_mb(0), fp.memory_mb(xmax)], color=colour, linewidth=1.5)
+    for fp in own:
+        inset.plot([0, xmax], [fp.memory_mb(0), fp.memory_mb(xmax)], color=colour, linewidth=1.5,
+                   label="_footprint")
     _scenario_line(inset, memory, xmax)
     _draw_peaks(inset, insts, label=False)
     lows = [float(np.min(line.get_ydata())) for line in inset.get_lines()]

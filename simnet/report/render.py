@@ -28,6 +28,7 @@ import jinja2
 
 from simnet import __version__
 from simnet.report import figures
+from simnet.model.deployment import Deployment
 from simnet.scenario.schema import Scenario
 from simnet.sim.metrics import Metrics
 
@@ -91,7 +92,7 @@ MODEL_FIGURE = (
     "in this run (green diamonds; red crosses were OOM-killed). A scenario with "
     "memory.model seed or manual is simulated with that model's line (black). The dashed "
     "horizontal line is the containers' OOM line for Envoy, when it fits the axes.")
-"""Drawn from the scenario (its proxy settings) and the run, after the sidecar memory figure."""
+"""Drawn from the deployment (its sidecars' footprints) and the run, after the sidecar memory figure."""
 
 REPORT_FILES = ("report.html", "summary.json") + tuple(f[0] for f in FIGURE_FILES) \
     + (MODEL_FIGURE[0],)
@@ -337,10 +338,11 @@ def render_html(scenario: Scenario, metrics: Metrics, pngs: Mapping[str, bytes],
 # --- writing the folder ------------------------------------------------------------------
 
 
-def write_report(scenario: Scenario, metrics: Metrics, outdir: Path, *,
+def write_report(deployment: Deployment, metrics: Metrics, outdir: Path, *,
                  facts: dict | None = None, reach: Any = None,
                  calibration: Any = None) -> list[Path]:
-    """Write report.html, summary.json and the figures into ``outdir``; return their paths.
+    """Write report.html, summary.json and the figures of a run of ``deployment`` into
+    ``outdir``; return their paths.
 
     ``reach`` (a ``simnet.model.reachability.ReachMatrix``) adds the reachability figure;
     ``calibration`` (a ``simnet.model.memory.Calibration``, default the packaged one) is the
@@ -350,6 +352,7 @@ def write_report(scenario: Scenario, metrics: Metrics, outdir: Path, *,
     is written does it replace ``outdir`` (the old one is removed afterwards). An exception
     on the way leaves an existing ``outdir`` untouched and no temporary directory behind.
     """
+    scenario = deployment.scenario
     with staged(outdir) as staging:
         numbers = metrics.summary()  # sorts every latency: once is enough
         pngs: dict[str, bytes] = {}
@@ -358,7 +361,7 @@ def write_report(scenario: Scenario, metrics: Metrics, outdir: Path, *,
             pngs[file] = figures.png_bytes(fig)
             (staging / file).write_bytes(pngs[file])
         file, fn = MODEL_FIGURE[:2]
-        pngs[file] = figures.png_bytes(getattr(figures, fn)(scenario, metrics, calibration))
+        pngs[file] = figures.png_bytes(getattr(figures, fn)(deployment, metrics, calibration))
         (staging / file).write_bytes(pngs[file])
         if reach is not None:
             file, fn = REACH_FIGURE[:2]
