@@ -15,10 +15,10 @@
 # # Exploring a scenario with simnet
 #
 # Load a bundled scenario, derive its Diego data plane, simulate it, and look at the numbers.
-# The same functions `simnet run` uses (`simnet.pipeline`).
+# The same functions `simnet run` uses (`simnet.lenses`).
 
 # %%
-from simnet.pipeline import load_and_derive, deployment_facts
+from simnet.lenses import load_and_derive, deployment_facts
 from simnet.scenario.load import bundled
 from simnet.sim.run import simulate
 

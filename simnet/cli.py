@@ -95,7 +95,7 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only where the report went.")] = False,
 ) -> None:
     """Simulate a scenario and write its report (HTML, summary.json, figures)."""
-    from simnet.pipeline import run as run_pipeline
+    from simnet.lenses import run as run_pipeline
     from simnet.scenario.load import bundled, scenario_path
 
     path = scenario_path(scenario) if scenario is not None else bundled()
@@ -120,7 +120,7 @@ def compare(
     reports: Annotated[Path, typer.Option(help="Directory for the reports.")] = Path("reports"),
 ) -> None:
     """Run variants of a deployment and write a side-by-side report, reports/<a>-vs-<b>/."""
-    from simnet.pipeline import compare as compare_pipeline
+    from simnet.lenses import compare as compare_pipeline
     from simnet.scenario.load import scenario_path
 
     if len(scenarios) < 2:
@@ -666,7 +666,7 @@ def reach(
     """Who can open a connection to an app's ports (external client, router, another
     container, the container itself), and what each connection needs (TLS, client cert, SAN)."""
     from simnet.model.reachability import reach_matrix, reachability, representatives
-    from simnet.pipeline import load_and_derive
+    from simnet.lenses import load_and_derive
     from simnet.scenario.load import scenario_path
 
     try:

@@ -194,17 +194,16 @@ def with_allocation(scenario: Scenario, additional_mb: int) -> Scenario:
 
 
 def allocation_sweep(scenario: Scenario, allocations: Sequence[int]) -> list[SweepPoint]:
-    """Derive and simulate the scenario once per additional allocation (same seed, so the same
-    traffic): OOM kills and error responses against the allocation."""
-    from simnet.model.deployment import derive  # the simulator: only when sweeping
-    from simnet.sim.run import simulate
+    """The sweep over ``proxy.additional_memory_allocation_mb``, each point run as a sweep
+    runs it (``simnet.sweep.run.run_point``) with the scenario's own seed, so every point sees
+    the same traffic: OOM kills and error responses against the allocation."""
+    from simnet.sweep.run import run_point  # the simulator: only when sweeping
 
+    data = scenario.model_dump(mode="json")
     points = []
     for extra in allocations:
-        m = simulate(derive(with_allocation(scenario, extra)))
-        points.append(SweepPoint(
-            extra, m.completed, m.completed - m.outcomes.get(200, 0),
-            sum(i.oom_kills for i in m.instances),
-            max((i.peak_connections for i in m.instances), default=0),
-            max((i.peak_memory_mb for i in m.instances), default=0.0)))
+        with_allocation(scenario, extra)  # refuses a negative allocation
+        r = run_point(data, {"proxy.additional_memory_allocation_mb": extra}, scenario.seed)
+        points.append(SweepPoint(extra, r["completed"], r["completed"] - r["ok"], r["oom_kills"],
+                                 r["peak_connections"], r["peak_envoy_mb"]))
     return points

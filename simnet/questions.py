@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Literal, Union
 
+from simnet import lenses
 from simnet.model.capture import bosh_vip_rules, diego_netin_rules, istio_capture
 from simnet.model.deployment import Deployment
 from simnet.model.interception import BOSH_PROXY_PORT, compiled_rules, istio_config
@@ -25,6 +26,7 @@ from simnet.model.netfilter import Ruleset, load
 from simnet.model.packet import Connection
 from simnet.model.reachability import Client, reachability as reach_answer, representatives
 from simnet.model.shadowing import unreachable_rules as unreachable_in
+from simnet.scenario.load import SourceMap, scenario_path
 from simnet.scenario.schema import Scenario
 
 ScenarioLike = Union[str, Path, Scenario, Deployment]
@@ -52,14 +54,8 @@ def deployment_of(scenario: ScenarioLike) -> Deployment:
     if isinstance(scenario, Deployment):
         return scenario
     if isinstance(scenario, Scenario):
-        from simnet.pipeline import derive_or_explain
-        from simnet.scenario.load import SourceMap
-
-        return derive_or_explain(scenario, SourceMap("<scenario>", None))
-    from simnet.pipeline import load_and_derive
-    from simnet.scenario.load import scenario_path
-
-    return load_and_derive(scenario_path(scenario))[1]
+        return lenses.derive(scenario, SourceMap("<scenario>", None))
+    return lenses.load_and_derive(scenario_path(scenario))[1]
 
 
 # --- reachability -------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from simnet.cli import app
 from simnet.errors import SimnetError
 from simnet.model.bosh import (Cluster, Listener, exposed_services, instance_addresses, pilot_view,
                                round_robin_counts, scenario_parts, vm_bootstrap)
-from simnet.pipeline import load_and_derive
+from simnet.lenses import load_and_derive
 from simnet.real.envoy import validate
 from simnet.scenario.bosh_manifest import load_manifest, load_manifest_text, sample_manifest_path
 from simnet.scenario.load import bundled, load_text

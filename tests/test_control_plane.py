@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from simnet.errors import SimnetError
 from simnet.model.deployment import derive
-from simnet.pipeline import load_and_derive
+from simnet.lenses import load_and_derive
 from simnet.scenario.load import bundled, load_text
 from simnet.sim.run import simulate
 
@@ -227,7 +227,7 @@ def test_istio_route_integrity_holds_per_service_account_not_per_instance():
 
 
 def test_report_shows_each_change_and_its_window(tmp_path):
-    from simnet.pipeline import run
+    from simnet.lenses import run
 
     out = run(bundled("cf-for-k8s"), tmp_path)
     html = (tmp_path / "cf-for-k8s" / "report.html").read_text()

@@ -8,7 +8,7 @@ from hypothesis import given
 from simnet.errors import SimnetError
 from simnet.model.deployment import derive
 from simnet.model.memory import recommended_allocation_mb, seed_rule_mb
-from simnet.pipeline import load_and_derive
+from simnet.lenses import load_and_derive
 from simnet.scenario.load import load_text
 from simnet.strategies.scenarios import scenarios
 

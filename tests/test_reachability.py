@@ -373,7 +373,7 @@ def test_cli_bad_scenario_exits_2_with_file_and_line(tmp_path):
 def test_run_report_has_the_reachability_figure_and_facts(tmp_path):
     """`simnet run`'s report: the figure after the others, the matrix in summary.json, and
     both byte-identical from run to run."""
-    from simnet.pipeline import simulate_and_report
+    from simnet.lenses import simulate_and_report
 
     s, _ = load_scenario(bundled("sidecar-buildpack"))
     s = s.model_copy(update={"duration_s": 1.0})

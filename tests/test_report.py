@@ -322,7 +322,7 @@ def test_counter_outcomes_with_unknown_status_render(tmp_path):
 def test_route_integrity_variants_side_by_side(tmp_path):
     """The bundled stale-route scenario: zero misdelivered with backend TLS, some without,
     and the comparison report shows both."""
-    from simnet.pipeline import compare
+    from simnet.lenses import compare
     from simnet.scenario.load import bundled
 
     outputs, files = compare([bundled("diego-route-integrity"), bundled("diego-route-integrity-legacy")],
@@ -380,7 +380,7 @@ def test_memory_model_figure_draws_each_instances_own_footprint():
     """The figure draws the footprints the Deployment gave the sidecars (each with its own
     port mappings: an app with three ports has more listeners than one with one), not the
     calibration's one-mapping line: what the simulator used is what the reader sees."""
-    from simnet.pipeline import load_and_derive
+    from simnet.lenses import load_and_derive
     from simnet.scenario.load import bundled
     from simnet.sim.run import simulate
 

@@ -11,10 +11,10 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 
-from simnet import questions
+from simnet import lenses, questions
 from simnet.credentials import certificates
 from simnet.model.capture import boshy_vips
-from simnet.model.deployment import Deployment, DeriveError, derive
+from simnet.model.deployment import Deployment, DeriveError
 from simnet.model.interception import CONTAINER_APP_UID
 from simnet.model.platform import Bosh, Diego, platform_of
 from simnet.model.ports import C2C_TLS_PORT, PROXY_PORT_END, PROXY_PORT_START
@@ -39,7 +39,7 @@ def scenario_findings(s: Scenario, file: str, at: datetime) -> Iterator[Scenario
     if not isinstance(platform_of(s), Bosh) and not s.routers.backends.enabled:
         yield ScenarioFinding("SIM0007", ("routers", "backends", "enabled"), {})
     try:
-        d = derive(s)
+        d = lenses.derive(s)
     except DeriveError as e:
         for loc, message in e.problems:
             yield ScenarioFinding("SIM0012", loc, {"detail": message})

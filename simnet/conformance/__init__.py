@@ -73,6 +73,10 @@ FEATURES: dict[tuple[str, str], str] = {
         "derived sidecar config",
     ("test_real_envoy_scenarios", "test_bundled_scenario_bootstraps_pass_envoy_validate"):
         "derived sidecar config",
+    ("test_real_envoy_scenarios", "test_a_broken_bootstrap_is_refused_by_envoy"):
+        "derived sidecar config",
+    ("test_real_envoy_scenarios", "test_realize_starts_an_instance_as_its_cell_would"):
+        "realized instance",
     ("test_memory_real", "test_packaged_calibration_is_for_the_installed_envoy"): "memory model",
     ("test_memory_real", "test_model_predicts_the_real_envoys_private_memory"): "memory model",
     ("test_ingress_envoy", "test_each_host_reaches_its_app_with_the_cf_headers"):

@@ -10,7 +10,9 @@ import copy
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from simnet.model.deployment import Deployment
 from simnet.scenario.schema import Scenario
+from simnet.sim.metrics import Metrics
 from simnet.sweep.design import Point
 from simnet.sweep.executors import Executor
 from simnet.sweep.store import Store
@@ -42,13 +44,17 @@ def applied(data: dict, params: dict[str, Any]) -> dict:
 
 
 def run_point(data: dict, params: dict, seed: int) -> dict:
-    """Simulate one point; the numbers a sweep compares."""
-    from simnet.model.deployment import derive
-    from simnet.sim.run import simulate
+    """Simulate one point (the scenario data with ``params`` and ``seed`` applied); the
+    numbers a sweep compares."""
+    from simnet import lenses  # the simulator: only in the process that runs the point
 
     s = Scenario.model_validate(applied(data, {**params, "seed": seed}), strict=True)
-    d = derive(s)
-    m = simulate(d)
+    d = lenses.derive(s)
+    return point_numbers(d, lenses.simulate(d))
+
+
+def point_numbers(d: Deployment, m: Metrics) -> dict:
+    """What a sweep stores of one run: counts, error rate, latency, memory and headroom."""
     summary = m.summary()
     completed = m.completed
     headroom = [i.envoy_limit_mb - i.peak_memory_mb for i in m.instances
@@ -63,6 +69,7 @@ def run_point(data: dict, params: dict, seed: int) -> dict:
         "additional_memory_mb": d.additional_mb,
         # the least memory any instance's Envoy had left at its peak (negative: it was OOM-killed)
         "memory_headroom_mb": round(min(headroom), 6) if headroom else None,
+        "peak_connections": max((i.peak_connections for i in m.instances), default=0),
     }
 
 

@@ -1,6 +1,9 @@
-"""One scenario through the three lenses: load, derive, simulate (and report).
+"""One scenario through the lenses: load -> derive -> simulate (-> report), derive -> realize,
+derive -> analyze.
 
-This is the path `simnet run` takes; notebooks and tests use the same functions.
+Every entry point goes through these functions: ``simnet run`` and ``compare``, sweeps (each
+point), planning's allocation sweep, the questions and the analysis (derive), and the
+conformance suite (realize). Derive problems come back located in the scenario file.
 """
 
 from __future__ import annotations
@@ -9,18 +12,28 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from simnet.errors import SimnetError
-from simnet.model.deployment import Deployment, DeriveError, derive
+from simnet.model import deployment as model
+from simnet.model.deployment import Deployment, DeriveError
 from simnet.model.ports import cf_instance_ports_json
 from simnet.scenario.load import SourceMap, load_scenario
 from simnet.scenario.schema import Scenario
+from simnet.sim import run as sim
 from simnet.sim.metrics import Metrics
-from simnet.sim.run import simulate
+
+if TYPE_CHECKING:
+    from simnet.real.realize import Realization
+
+__all__ = ["RunOutput", "compare", "derive", "deployment_facts", "load", "load_and_derive",
+           "realize", "run", "simulate", "simulate_and_report"]
 
 
 @dataclass
 class RunOutput:
+    """A simulated run and the report it wrote."""
+
     scenario: Scenario
     deployment: Deployment
     metrics: Metrics
@@ -28,17 +41,40 @@ class RunOutput:
     report_files: list[Path]
 
 
-def derive_or_explain(scenario: Scenario, source: SourceMap) -> Deployment:
-    """Derive the deployment; problems become file:line errors against the scenario file."""
+def load(path: str | Path) -> tuple[Scenario, SourceMap]:
+    """A scenario file, checked, with the source map that locates its elements."""
+    return load_scenario(path)
+
+
+def derive(scenario: Scenario, source: SourceMap | None = None) -> Deployment:
+    """The derived deployment. With the scenario's ``source``, derive problems become
+    ``FILE:LINE`` errors against its file (``SimnetError``); without, a ``DeriveError``."""
     try:
-        return derive(scenario)
+        return model.derive(scenario)
     except DeriveError as e:
+        if source is None:
+            raise
         raise SimnetError([source.problem(loc, msg) for loc, msg in e.problems]) from None
 
 
 def load_and_derive(path: str | Path) -> tuple[Scenario, Deployment]:
-    scenario, source = load_scenario(path)
-    return scenario, derive_or_explain(scenario, source)
+    """Load a scenario file and derive it, every problem located in the file."""
+    scenario, source = load(path)
+    return scenario, derive(scenario, source)
+
+
+def simulate(deployment: Deployment, progress: Callable[[float], None] | None = None) -> Metrics:
+    """Run the scenario's traffic through the deployment in simulated time."""
+    return sim.simulate(deployment, progress)
+
+
+def realize(deployment: Deployment, directory: Path | None = None, *,
+            guids: list[str] | None = None) -> Realization:
+    """The deployment's real components (``simnet.real.realize``): credentials and bootstraps
+    written; ``validate()`` and ``start(guid)`` on the result; torn down on close."""
+    from simnet.real.realize import realize as real  # subprocess, namespaces: only when asked
+
+    return real(deployment, directory, guids=guids)
 
 
 def deployment_facts(d: Deployment) -> dict:

@@ -1,0 +1,149 @@
+"""A derived deployment made real: each sidecar's identity certificate and Envoy bootstrap
+written, the bootstraps validated by the real Envoy, and on request an instance brought up
+as a Diego cell does it (a cell and a container namespace, Garden's NetIn rules loaded into
+the cell, the real Envoy running in the container with the derived bootstrap); everything is
+torn down when the realization closes, also after an error.
+
+What is realized is what derive produced: the instance's guid, addresses, proxy ports and
+host ports, and the scenario's proxy settings, through ``model.envoy.sidecar_bootstrap`` and
+``model.capture.diego_netin_rules``. Nothing here decides a port or a rule itself.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from simnet.errors import Error
+from simnet.model import pki
+from simnet.model.capture import diego_netin_rules
+from simnet.model.deployment import Deployment
+from simnet.model.envoy import CertFiles, sidecar_bootstrap
+from simnet.model.placement import Instance
+from simnet.model.platform import Diego
+from simnet.real.envoy import EnvoyProcess, validate
+from simnet.real.netfilter import load_rules
+from simnet.real.netns import CellTopology
+from simnet.real.tls import write_credential
+
+
+class RealizeError(Error):
+    """A deployment, or a part of it, that cannot be realized here."""
+
+
+@dataclass
+class RealSidecar:
+    """One instance's sidecar: its credential files and bootstrap, and once started, the cell
+    it runs in and its Envoy process."""
+
+    instance: Instance
+    cert_files: CertFiles
+    bootstrap: dict
+    cell: CellTopology | None = None
+    envoy: EnvoyProcess | None = None
+
+
+@dataclass
+class Realization:
+    """The real side of a deployment; use as a context manager (``with realize(d) as r``)."""
+
+    deployment: Deployment
+    directory: Path
+    authorities: dict[str, pki.KeyPair]
+    sidecars: dict[str, RealSidecar]
+    _stack: ExitStack = field(default_factory=ExitStack, repr=False)
+    _owned_directory: bool = field(default=False, repr=False)
+
+    def ca_file(self, name: str) -> str:
+        """The PEM file of the CA the scenario calls ``name`` (the identity CA, a router CA)."""
+        path = self.directory / f"ca-{name}.crt"
+        if not path.exists():
+            path.write_bytes(pki.cert_pem(self.authorities[name]))
+        return str(path)
+
+    def validate(self) -> int:
+        """``envoy --mode validate`` on each distinct bootstrap shape (instances with the same
+        app ports have the same listeners); raises ``EnvoyError`` with Envoy's complaint.
+        Returns how many bootstraps were validated."""
+        seen = set()
+        for sc in self.sidecars.values():
+            if sc.instance.proxy.app_ports not in seen:
+                seen.add(sc.instance.proxy.app_ports)
+                validate(sc.bootstrap)
+        return len(seen)
+
+    def start(self, guid: str) -> RealSidecar:
+        """Bring one instance up as its cell would: router, cell and container namespaces,
+        the cell's NetIn rules for it, and its Envoy in the container (needs root)."""
+        sc = self.sidecars[guid]
+        if sc.envoy is not None:
+            return sc
+        inst = sc.instance
+        sc.cell = self._stack.enter_context(CellTopology(inst.cell_ip, inst.container_ip))
+        load_rules(sc.cell.cell, diego_netin_rules(inst))
+        sc.envoy = self._stack.enter_context(EnvoyProcess(sc.bootstrap, namespace=sc.cell.container))
+        return sc
+
+    def close(self) -> None:
+        """Stop every Envoy, remove every namespace (their rules go with them) and the files."""
+        try:
+            self._stack.close()
+        finally:
+            for sc in self.sidecars.values():
+                sc.envoy = sc.cell = None
+            if self._owned_directory:
+                shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> Realization:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def realize(deployment: Deployment, directory: Path | None = None, *,
+            guids: list[str] | None = None, now: datetime | None = None) -> Realization:
+    """Write the credentials and bootstraps of the deployment's sidecars (those of ``guids``,
+    default every instance with a proxy) into ``directory`` (default a private temporary one,
+    removed on close). The CAs are made here, named as the scenario names them; each instance
+    identity has CN and DNS SAN = its guid and IP SAN = its container IP, as Diego issues them.
+
+    Diego sidecars only: cf-for-k8s pods and BOSH VMs get their Envoy config from a control
+    plane (``real.ingress`` runs the ingress gateway's; the emulated twin will run the rest)."""
+    if not isinstance(deployment.platform, Diego):
+        raise RealizeError(f"realize covers Diego sidecars; {deployment.platform.name} "
+                           "sidecars get their config from a control plane")
+    s = deployment.scenario
+    owned = directory is None
+    directory = Path(tempfile.mkdtemp(prefix="simnet-realize-")) if owned else Path(directory)
+    try:
+        now = now or datetime.now(timezone.utc) - timedelta(minutes=1)
+        names = {s.cells.instance_identity_ca, *s.proxy.trusted_ca_certificates}
+        cas = {name: pki.make_ca(name, now=now) for name in sorted(names)}
+        trusted = None
+        if s.proxy.trusted_ca_certificates:
+            trusted = directory / "trusted.crt"
+            trusted.write_bytes(pki.bundle_pem(*(cas[n] for n in s.proxy.trusted_ca_certificates)))
+        wanted = set(guids) if guids is not None else None
+        sidecars = {}
+        for inst in deployment.instances:
+            if inst.proxy is None or (wanted is not None and inst.guid not in wanted):
+                continue
+            pair = pki.instance_identity(cas[s.cells.instance_identity_ca], inst.guid,
+                                         inst.container_ip, now=now)
+            cert, key = write_credential(directory, inst.guid, pair)
+            files = CertFiles(cert, key, trusted_ca=None if trusted is None else str(trusted))
+            sidecars[inst.guid] = RealSidecar(inst, files, sidecar_bootstrap(
+                inst.proxy, guid=inst.guid, proxy=s.proxy, cert_files=files,
+                app_address=inst.container_ip))
+        if wanted is not None and wanted - set(sidecars):
+            raise RealizeError(f"no sidecar for {sorted(wanted - set(sidecars))}")
+    except BaseException:
+        if owned:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return Realization(deployment, directory, cas, sidecars, _owned_directory=owned)
