@@ -826,7 +826,16 @@ def _read_scenario(path: str | Path) -> str:
     return text.removeprefix("\ufeff")
 
 
-BUNDLED = Path(__file__).resolve().parent.parent / "scenarios"
+def _bundled_directory() -> Path:
+    """The one copy of the bundled scenarios: a wheel ships the repository's ``scenarios/``
+    inside the package (``setup.py`` copies it to ``simnet/scenarios``); a source tree or an
+    editable install reads the repository's own."""
+    package = Path(__file__).resolve().parent.parent
+    shipped = package / "scenarios"
+    return shipped if shipped.is_dir() else package.parent / "scenarios"
+
+
+BUNDLED = _bundled_directory()
 DEFAULT_SCENARIO = "diego-route-integrity"
 
 
