@@ -491,7 +491,8 @@ def generate_istio(
         "instead of the IPv4 then IPv6 restore input.")] = False,
 ) -> None:
     """Istio's capture rules (istio-iptables) for a configuration, in iptables-restore form."""
-    from simnet.model.capture import istio_capture, load_istio_config
+    from simnet.model.capture import istio_capture
+    from simnet.scenario.istio_config import load_istio_config
 
     try:
         out = istio_capture(load_istio_config(config))

@@ -109,7 +109,7 @@ def _write_report(path: Path, report: dict) -> None:
 
     from ruamel.yaml import YAML
 
-    from simnet.report.render import write_atomically
+    from simnet.files import write_atomically
 
     text = StringIO()
     YAML().dump(report, text)

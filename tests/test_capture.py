@@ -25,8 +25,8 @@ from simnet.model.capture import (
     diego_netin_rules,
     garden_instance_id,
     istio_capture,
-    load_istio_config,
 )
+from simnet.scenario.istio_config import load_istio_config
 from simnet.model.deployment import derive
 from simnet.model.istio_config import split
 from simnet.scenario.load import load_scenario, load_text
@@ -39,7 +39,7 @@ GOLDEN = next((p for p in (REPO / "tests" / "data" / "istio-capture-golden",
                            REPO.parent / "shared" / "peers" / "istio-capture-golden") if p.is_dir()),
               REPO / "tests" / "data" / "istio-capture-golden")
 CASES = json.loads((GOLDEN / "cases.json").read_text()) if GOLDEN.is_dir() else {"defaults": {}, "cases": []}
-SCENARIOS = REPO / "simnet" / "scenarios"
+SCENARIOS = REPO / "scenarios"
 
 # Targets that are extensions, not chains: never declared with -N.
 EXTENSION_TARGETS = {"REDIRECT", "TPROXY", "MARK", "CONNMARK", "CT", "DNAT", "ACCEPT", "RETURN", "DROP"}

@@ -1,1 +1,14 @@
-"""Data shipped with simnet: the Envoy memory calibration (``envoy_memory.json``)."""
+"""Data shipped with simnet: the Envoy memory calibration (``envoy_memory.json``) and seed
+001's Route steps (``routes/``). Reading them happens here, so that ``simnet.model`` stays free
+of I/O."""
+
+from importlib import resources
+
+__all__ = ["calibration_text"]
+
+
+def calibration_text() -> str:
+    """The packaged Envoy memory calibration, as JSON text."""
+    from simnet.model.memory import CALIBRATION_RESOURCE
+
+    return resources.files(__name__).joinpath(CALIBRATION_RESOURCE).read_text(encoding="utf-8")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 
 from simnet.errors import Problem, SimnetError
-from simnet.model.istio_config import IstioConfig, checked, load_istio_config
+from simnet.model.istio_config import IstioConfig, checked, parse_istio_config
 from simnet.model.istio_rules import BUILT_IN, istio_rules, restore_text
 from simnet.model.placement import Instance
 from simnet.model.ports import C2C_APP_PORT, C2C_TLS_PORT
@@ -31,7 +31,7 @@ from simnet.model.ports import C2C_APP_PORT, C2C_TLS_PORT
 __all__ = [
     "BOSH_VIP_CIDR", "BUILT_IN", "IstioCapture", "IstioConfig", "HostPortView", "bosh_vip_rules",
     "boshy_vips", "diego_host_view", "diego_netin_rules", "garden_instance_id",
-    "istio_capture", "load_istio_config",
+    "istio_capture", "parse_istio_config",
 ]
 
 # --- Istio: tools/istio-iptables ------------------------------------------------------------

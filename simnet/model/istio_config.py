@@ -20,7 +20,6 @@ import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 from simnet.errors import Problem, SimnetError
 
@@ -146,16 +145,10 @@ class IstioConfig:
         return config
 
 
-def load_istio_config(path: str | Path) -> IstioConfig:
-    """An IstioConfig from a JSON file: a bare mapping of fields, or a case object
-    ``{"name": ..., "config": {...}}`` as in peers/istio-capture-golden/cases.json."""
-    file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise SimnetError(Problem(file, None, "", f"cannot read: {e.strerror or e}")) from None
-    except UnicodeDecodeError:
-        raise SimnetError(Problem(file, None, "", "not UTF-8 text")) from None
+def parse_istio_config(text: str, file: str) -> IstioConfig:
+    """An IstioConfig from a JSON file's text: a bare mapping of fields, or a case object
+    ``{"name": ..., "config": {...}}`` as in peers/istio-capture-golden/cases.json; problems
+    name ``file`` and the line."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

@@ -22,7 +22,6 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from importlib import resources
 
 from simnet.model.envoy import LISTENER_KINDS
 from simnet.scenario.schema import EnvoyMemory, Proxy
@@ -139,9 +138,11 @@ def load_calibration(text: str, source: str) -> Calibration:
 
 @lru_cache(maxsize=1)
 def packaged_calibration() -> Calibration:
-    """The calibration shipped with simnet (``simnet/data/envoy_memory.json``)."""
-    text = resources.files("simnet.data").joinpath(CALIBRATION_RESOURCE).read_text()
-    return load_calibration(text, CALIBRATION_RESOURCE)
+    """The calibration shipped with simnet (``simnet/data/envoy_memory.json``; the data
+    package reads it, so that this module does no I/O)."""
+    from simnet.data import calibration_text
+
+    return load_calibration(calibration_text(), CALIBRATION_RESOURCE)
 
 
 # --- fitting ---------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from simnet import __version__
 from simnet.report import figures
-from simnet.report.render import _ENV, STATUS_MEANINGS, _ms, _rate, jsonable, staged
+from simnet.files import staged
+from simnet.report.render import _ENV, STATUS_MEANINGS, _ms, _rate, jsonable
 from simnet.scenario.schema import Scenario
 from simnet.sim.metrics import Metrics
 

@@ -19,7 +19,8 @@ from statistics import fmean
 from simnet import __version__
 from simnet.report import sweep_figures
 from simnet.report.figures import png_bytes
-from simnet.report.render import _ENV, write_atomically
+from simnet.files import write_atomically
+from simnet.report.render import _ENV
 from simnet.sweep.design import METRICS, Sweep
 
 SHOWN = ("error_rate", "p50_ms", "p99_ms", "misdelivered", "retries", "oom_kills",
