@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 from simnet.conformance import PEERS
 from simnet.model import netfilter as nf
+from simnet.model.addresses import AddressPlan
 from simnet.model.capture import istio_capture
 from simnet.model.interception import ISTIO_INJECTED
 from simnet.model.packet_path import State, compile_ruleset, match, trace
 from simnet.model.shadowing import UnreachableRule, unreachable_rules
-from simnet.real.netns import Topology
 from simnet.strategies.netfilter import connections, rulesets, rulesets_with_a_dead_copy
 
 GOLDEN = PEERS / "istio-capture-golden"
@@ -232,7 +232,7 @@ def golden_rulesets():
 
 def golden_pool(family: int):
     """Outbound connections of several owners to every kind of destination, and inbound ones."""
-    topo = Topology(ipv6=True)
+    topo = AddressPlan(ipv6=True)
     if family == 4:
         dsts = ("198.18.0.2", "198.18.0.1", "127.0.0.1", "127.1.2.3", "9.9.1.1", "10.1.2.3",
                 "1.1.1.1", "127.0.0.53")

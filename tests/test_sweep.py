@@ -148,13 +148,13 @@ def _bundled():
 @pytest.mark.parametrize("path", _bundled(), ids=lambda p: p.stem)
 def test_every_bundled_scenario_ships_a_sweep_whose_points_check_and_run(path):
     """Every point checks; the first one runs (bosh-istio's apps come from its manifest)."""
-    from simnet.sweep.executors import _safe
+    from simnet.sweep.executors import LocalExecutor
     from simnet.sweep.source import checked_points, sweep_source
 
     s, data, source = sweep_source(path)
     pts = checked_points(s, data, source)
     assert len(pts) >= 3
-    results, error = _safe(data, pts[0].params, pts[0].seed)
+    [(_, results, error)] = LocalExecutor(workers=1).results(data, pts[:1])
     assert error is None and results["completed"] > 0 and set(results) == set(METRICS)
 
 

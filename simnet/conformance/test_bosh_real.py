@@ -21,7 +21,7 @@ import pytest
 from simnet.model.bosh import instance_addresses, pilot_view, round_robin_counts, vm_bootstrap
 from simnet.real.envoy import EnvoyProcess
 from simnet.real.netfilter import load_rules
-from simnet.real.netns import Namespace, _NamespaceGroup, create_namespaces
+from simnet.real.netns import Namespace, NamespaceGroup, create_namespaces
 from simnet.real.reach import EchoServer, round_trip
 from simnet.scenario.bosh_manifest import load_manifest, sample_manifest_path
 
@@ -33,7 +33,7 @@ CALLER = ("apricot", 3)
 _SYSCTLS = ("rp_filter", "route_localnet", "arp_ignore", "arp_filter", "accept_local")
 
 
-class BoshVMs(_NamespaceGroup):
+class BoshVMs(NamespaceGroup):
     """A caller VM and some instance VMs, one namespace each; instance ``k`` is reached from the
     caller over veth ``v<k>`` (its own side is ``eth0``). Removed together, whatever happens."""
 

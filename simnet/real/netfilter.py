@@ -34,8 +34,9 @@ from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 
+from simnet.model.addresses import DEFAULT_IF
 from simnet.model.packet import Connection, Outcome
-from simnet.real.netns import DEFAULT_IF, Namespace, NetnsError, Topology, setns
+from simnet.real.netns import Namespace, NetnsError, Topology, setns
 
 SOL_IP = 0
 SOL_IPV6 = 41

@@ -30,9 +30,14 @@ import subprocess
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from typing import Self
 
-from simnet.model.packet import Connection
+from simnet.model.addresses import (
+    BENCHMARK_NET,
+    CONTAINER_GATEWAY,
+    ROUTER_IP,
+    AddressPlan,
+)
 
 NETNS_DIR = "/run/netns"
 PREFIX = "simnet"
@@ -64,7 +69,8 @@ def setns(fd: int) -> None:
 
 
 def _run(argv: list[str], stdin: str | None, what: str) -> None:
-    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=IP_TIMEOUT_S)
+    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=IP_TIMEOUT_S,
+                          check=False)
     if proc.returncode != 0:
         raise NetnsError(_command_failure(what, argv, stdin, proc.returncode,
                                           proc.stderr + proc.stdout))
@@ -179,7 +185,7 @@ def _cleanup_at_exit() -> None:
     for ns in left:
         try:
             ns.close()
-        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+        except Exception:  # noqa: BLE001, S110 - best effort at interpreter exit
             pass
 
 
@@ -207,7 +213,7 @@ class Namespace:
 
     # -- lifetime ----------------------------------------------------------------------------
 
-    def open(self) -> Namespace:
+    def open(self) -> Self:
         """Create the namespace with its loopback up."""
         create_namespaces([self])
         try:
@@ -226,7 +232,7 @@ class Namespace:
         with _live_lock:
             _live.pop(self.name, None)
 
-    def __enter__(self) -> Namespace:
+    def __enter__(self) -> Self:
         return self.open()
 
     def __exit__(self, *exc) -> None:
@@ -286,9 +292,8 @@ class Namespace:
 
     def sysctl(self, key: str) -> str:
         """Read one ``net.*`` sysctl of this namespace."""
-        with self.entered():
-            with open("/proc/sys/" + key.replace(".", "/")) as f:
-                return f.read().strip()
+        with self.entered(), open("/proc/sys/" + key.replace(".", "/")) as f:
+            return f.read().strip()
 
     def ip(self, *lines: str, family: int | None = None) -> None:
         """Run ``ip`` commands (one per argument, without the leading ``ip``) in one batch here."""
@@ -299,7 +304,8 @@ class Namespace:
         """Run a command inside this namespace (``nsenter --net``: like ``ip netns exec`` without
         the private mount namespace, which nothing here needs); raise with its output on failure."""
         full = ["nsenter", f"--net={self.path}", "--", *argv]
-        proc = subprocess.run(full, input=stdin, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(full, input=stdin, capture_output=True, text=True, timeout=timeout,
+                              check=False)
         if proc.returncode != 0:
             raise NetnsError(_command_failure(what or argv[0], full, stdin, proc.returncode,
                                               proc.stderr + proc.stdout))
@@ -339,27 +345,6 @@ def create_namespaces(namespaces: Iterable[Namespace], root_lines: Iterable[str]
 # ----------------------------------------------------------------------------- topology
 
 
-@dataclass(frozen=True)
-class Link:
-    """One veth pair: the same interface name on both sides, one address per side and family."""
-
-    name: str
-    pod4: str
-    peer4: str
-    pod6: str
-    peer6: str
-    prefix4: int = 24
-    prefix6: int = 64
-    table: int = 100  # peer's routing table (and fwmark) for sending into pod through this link
-
-
-LINKS = (
-    Link("eth0", "198.18.0.1", "198.18.0.2", "2001:2::1", "2001:2::2", table=100),
-    Link("eth1", "198.18.1.1", "198.18.1.2", "2001:2:0:1::1", "2001:2:0:1::2", table=101),
-)
-DEFAULT_IF = "eth0"
-
-
 def _sysctl_defaults(ifnames: Iterable[str], forwarding: bool,
                      accept_local: bool = False) -> dict[str, int]:
     """Sysctls fixed in both namespaces so results do not depend on the host.
@@ -385,8 +370,11 @@ def _sysctl_defaults(ifnames: Iterable[str], forwarding: bool,
     return values
 
 
-class _NamespaceGroup:
-    """Namespaces created together and always removed together (``namespaces``)."""
+class NamespaceGroup:
+    """Namespaces created together and always removed together: a subclass sets ``namespaces``
+    and defines ``open()`` (create them all, and remove them again if that fails); ``close()``
+    and ``with`` remove every one of them, whatever happened.
+    """
 
     namespaces: tuple[Namespace, ...]
 
@@ -412,15 +400,9 @@ class _NamespaceGroup:
         self.close()
 
 
-class Topology(_NamespaceGroup):
-    """One test case's network: ``pod`` (rules under test) and ``peer``, joined by two veth pairs.
-
-    ====  ================================  ================================
-    link  pod                               peer
-    ====  ================================  ================================
-    eth0  198.18.0.1/24, 2001:2::1/64       198.18.0.2/24, 2001:2::2/64
-    eth1  198.18.1.1/24, 2001:2:0:1::1/64   198.18.1.2/24, 2001:2:0:1::2/64
-    ====  ================================  ================================
+class Topology(AddressPlan, NamespaceGroup):
+    """One test case's network: ``pod`` (rules under test) and ``peer``, joined by two veth pairs,
+    at the addresses ``simnet.model.addresses.AddressPlan`` gives them.
 
     pod routes by default via peer's eth0 (IPv6: also its /64s, since neighbour discovery does
     not answer for AnyIP). peer treats every address as its own (AnyIP: a ``local 0.0.0.0/0
@@ -431,69 +413,15 @@ class Topology(_NamespaceGroup):
     honoured; replies may come back on either link.
 
     ``forwarding`` sets ``ip_forward`` in pod (default off, the kernel default). The address
-    helpers (``out_if``, ``outbound``, ``inbound``...) need no root and no ``open()``.
+    helpers (``out_if``, ``outbound``, ``inbound``..., from ``AddressPlan``) need no root and no
+    ``open()``.
     """
 
     def __init__(self, ipv6: bool = True, forwarding: bool = False):
-        self.ipv6 = ipv6
+        super().__init__(ipv6)
         self.forwarding = forwarding
-        self.links = LINKS
         self.pod = Namespace("pod")
         self.peer = Namespace("peer")
-        self.interfaces: dict[str, str] = {link.name: link.pod4 for link in self.links}
-        self.interfaces6: dict[str, str] = (
-            {link.name: link.pod6 for link in self.links} if ipv6 else {})
-        self.peer_interfaces: dict[str, str] = {link.name: link.peer4 for link in self.links}
-        self.peer_interfaces6: dict[str, str] = (
-            {link.name: link.peer6 for link in self.links} if ipv6 else {})
-        self.pod_addrs: tuple[str, ...] = (
-            tuple(self.interfaces.values()) + tuple(self.interfaces6.values()))
-        self.peer_addrs: tuple[str, ...] = (
-            tuple(self.peer_interfaces.values()) + tuple(self.peer_interfaces6.values()))
-
-    # -- addressing (pure: usable without root, e.g. to build model-side connections) ---------
-
-    def address(self, ifname: str, family: int = 4) -> str:
-        """pod's address on ``ifname`` (``lo``: the loopback address)."""
-        if ifname == "lo":
-            return "127.0.0.1" if family == 4 else "::1"
-        table = self.interfaces if family == 4 else self.interfaces6
-        if ifname not in table:
-            raise ValueError(f"pod has no IPv{family} address on {ifname!r}")
-        return table[ifname]
-
-    def is_pod_local(self, address: str) -> bool:
-        """True when ``address`` is pod's own (loopback range or an interface address)."""
-        a = ipaddress.ip_address(address)
-        return a.is_loopback or any(a == ipaddress.ip_address(x) for x in self.pod_addrs)
-
-    def out_if(self, dst: str) -> str:
-        """The interface pod's routing picks for ``dst``: ``lo`` for its own addresses, the link
-        whose subnet holds ``dst``, else the default route's ``eth0``."""
-        if self.is_pod_local(dst):
-            return "lo"
-        a = ipaddress.ip_address(dst)
-        for link in self.links:
-            prefix = (f"{link.pod4}/{link.prefix4}" if a.version == 4
-                      else f"{link.pod6}/{link.prefix6}")
-            net = ipaddress.ip_network(prefix, strict=False)
-            if a in net:
-                return link.name
-        return DEFAULT_IF
-
-    def outbound(self, dst: str, dport: int, **fields) -> Connection:
-        """A connection pod makes to ``dst:dport``, with ``out_if``/``local_addrs`` as the kernel
-        will see them (override any field through keywords)."""
-        fields.setdefault("out_if", self.out_if(dst))
-        fields.setdefault("local_addrs", self.pod_addrs)
-        return Connection("outbound", dst, dport, **fields)
-
-    def inbound(self, dst: str, dport: int, in_if: str = DEFAULT_IF, **fields) -> Connection:
-        """A connection peer makes to ``dst:dport`` that reaches pod on ``in_if``."""
-        family = ipaddress.ip_address(dst).version
-        fields.setdefault("in_addr", self.address(in_if, family))
-        fields.setdefault("local_addrs", self.pod_addrs)
-        return Connection("inbound", dst, dport, in_if=in_if, **fields)
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -541,13 +469,6 @@ class Topology(_NamespaceGroup):
         return [f"rule add fwmark {link.table} lookup {link.table} pref {link.table}"
                 for link in self.links]
 
-    def peer_mark(self, in_if: str) -> int:
-        """The SO_MARK that routes a socket of peer into pod through ``in_if``."""
-        for link in self.links:
-            if link.name == in_if:
-                return link.table
-        raise ValueError(f"no link named {in_if!r}")
-
     def open(self) -> Topology:
         """Create both namespaces, the veth pairs, sysctls, addresses and routes."""
         veths = [f"link add {link.name} netns {self.pod.name} type veth "
@@ -578,12 +499,7 @@ class Topology(_NamespaceGroup):
 # ----------------------------------------------------------------------------- a Diego cell
 
 
-BENCHMARK_NET = ipaddress.ip_network("198.18.0.0/15")
-ROUTER_IP = "198.19.255.1"  # the router's address in the test network (the model gives routers none)
-CONTAINER_GATEWAY = "198.18.255.254"  # the cell's end of the container's veth
-
-
-class CellTopology(_NamespaceGroup):
+class CellTopology(NamespaceGroup):
     """A Diego cell in three namespaces: ``router`` -- ``cell`` -- ``container``.
 
     ========== ===================================  =====================================

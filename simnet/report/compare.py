@@ -17,7 +17,8 @@ from pathlib import Path
 from simnet import __version__
 from simnet.report import figures
 from simnet.files import staged
-from simnet.report.render import _ENV, STATUS_MEANINGS, _ms, _rate, jsonable
+from simnet.report.format import ENV, ms, rate
+from simnet.report.render import STATUS_MEANINGS, jsonable
 from simnet.scenario.schema import Scenario
 from simnet.sim.metrics import Metrics
 
@@ -47,14 +48,14 @@ def _rows(runs: Sequence[tuple[Scenario, Metrics]], numbers: list[dict]) -> list
     statuses = sorted({code for _, m in runs for code in m.outcomes})
     rows = [
         ("requests completed", [f"{r['completed']:,}" for r in req], False),
-        ("success rate", [_rate(m.outcomes.get(200, 0), r["completed"])
+        ("success rate", [rate(m.outcomes.get(200, 0), r["completed"])
                           for (_, m), r in zip(runs, req)], False),
         ("misdelivered (wrong app answered)", [f"{r['misdelivered']:,}" for r in req],
          any(r["misdelivered"] for r in req)),
         ("retries", [f"{r['retries']:,}" for r in req], False),
         ("endpoints pruned", [f"{n['endpoints_pruned']:,}" for n in numbers], False),
-        ("p50", [_ms(x["p50"]) for x in lat], False),
-        ("p99", [_ms(x["p99"]) for x in lat], False),
+        ("p50", [ms(x["p50"]) for x in lat], False),
+        ("p99", [ms(x["p99"]) for x in lat], False),
         ("TLS handshakes", [f"{n['tls_handshakes']:,}" for n in numbers], False),
     ]
     for code in statuses:
@@ -75,7 +76,7 @@ def write_comparison(runs: Sequence[tuple[Scenario, Metrics]], outdir: Path) -> 
             (staging / file).write_bytes(pngs[file])
         (staging / "comparison.json").write_text(
             json.dumps(jsonable(comparison(runs)), sort_keys=True, indent=2) + "\n", encoding="utf-8")
-        html = _ENV.get_template("compare.html.j2").render(
+        html = ENV.get_template("compare.html.j2").render(
             title=f"simnet comparison: {', '.join(s.name for s, _ in runs)}", version=__version__,
             variants=[{"name": s.name, "description": s.description, "platform": s.platform,
                        "seed": s.seed, "duration": f"{s.duration_s:g} s",

@@ -71,13 +71,13 @@ def style() -> Iterator[None]:
         yield
 
 
-def _figure(height_in: float = HEIGHT_IN) -> Figure:
+def figure(height_in: float = HEIGHT_IN) -> Figure:
     fig = Figure(figsize=(WIDTH_IN, height_in), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
 
-def _empty(ax, message: str, *, keep_axes: bool = False) -> None:
+def empty(ax, message: str, *, keep_axes: bool = False) -> None:
     """Say there is nothing to draw; the axes go too, unless they still mean something."""
     ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center",
             color="#868e96", fontsize=10)
@@ -90,7 +90,7 @@ def _empty(ax, message: str, *, keep_axes: bool = False) -> None:
         spine.set_visible(False)
 
 
-def _ms(v: float, _pos=None) -> str:
+def ms_tick(v: float, _pos=None) -> str:
     """Axis tick label for a latency in ms."""
     if v >= 1000:
         return f"{v / 1000:g} s"
@@ -140,14 +140,14 @@ def nearest_rank(ordered: np.ndarray, q: float) -> float:
 def latency_cdf(metrics: Metrics) -> Figure:
     """Cumulative distribution of request latency, log-scale x, with p50/p95/p99 marked."""
     with style():
-        fig = _figure()
+        fig = figure()
         ax = fig.add_subplot()
         lat = np.sort(np.frombuffer(metrics.latencies_ms, dtype=float)) \
             if len(metrics.latencies_ms) else np.zeros(0)
         n = len(lat)
         ax.set_title(f"Latency, client to client ({n:,} completed requests)")
         if n == 0:
-            _empty(ax, "no completed requests")
+            empty(ax, "no completed requests")
             return fig
         frac = np.arange(1, n + 1, dtype=float) / n
         if n > CDF_POINTS:  # every quantile of the body, and the tail in finer steps
@@ -187,7 +187,7 @@ def latency_cdf(metrics: Metrics) -> Figure:
             if decades < 0.4:
                 subs = tuple(float(s) for s in range(1, 10))
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
-            ax.xaxis.set_major_formatter(FuncFormatter(_ms))
+            ax.xaxis.set_major_formatter(FuncFormatter(ms_tick))
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel("latency (ms, log scale)")
         else:
@@ -206,7 +206,7 @@ def latency_cdf(metrics: Metrics) -> Figure:
 def throughput(metrics: Metrics) -> Figure:
     """Responses and error responses per second, per time bin (errors on their own scale)."""
     with style():
-        fig = _figure(HEIGHT_IN + 0.6)
+        fig = figure(HEIGHT_IN + 0.6)
         top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[2.2, 1])
         edges = bin_edges(metrics)
         width = np.diff(edges)
@@ -221,7 +221,7 @@ def throughput(metrics: Metrics) -> Figure:
             top.set_ylim(0, 1)
             top.set_yticks([0, 1])
             top.set_ylabel("responses/s")
-            _empty(top, "no responses", keep_axes=True)
+            empty(top, "no responses", keep_axes=True)
         else:
             top.stairs(req / width, edges, fill=True, color=OK_COLOUR, alpha=0.18,
                        label="_total")
@@ -238,7 +238,7 @@ def throughput(metrics: Metrics) -> Figure:
             bottom.stairs(err_rate, edges, baseline=None, color=ERROR_COLOUR, linewidth=1.0)
             bottom.set_ylim(0, 1)
             bottom.set_yticks([0, 1])
-            _empty(bottom, "no error responses", keep_axes=True)
+            empty(bottom, "no error responses", keep_axes=True)
         else:
             bottom.stairs(err_rate, edges, fill=True, color=ERROR_COLOUR, alpha=0.85)
             bottom.set_ylim(0, float(err_rate.max()) * 1.45)  # room for the total
@@ -323,13 +323,13 @@ def memory(metrics: Metrics, top_n: int = TOP_N) -> Figure:
     """
     insts = metrics.instances
     with style():
-        fig = _figure(HEIGHT_IN + 0.4)
+        fig = figure(HEIGHT_IN + 0.4)
         title = "Envoy sidecar memory (high-water mark, MB)"
         n = metrics.bins
         if not insts:
             ax = fig.add_subplot()
             ax.set_title(title)
-            _empty(ax, "no app instances")
+            empty(ax, "no app instances")
             return fig
 
         def mem(i: InstanceSeries) -> np.ndarray:
@@ -340,7 +340,7 @@ def memory(metrics: Metrics, top_n: int = TOP_N) -> Figure:
         if peak <= 0:
             ax = fig.add_subplot()
             ax.set_title(title)
-            _empty(ax, "no sidecar memory recorded (proxy disabled?)")
+            empty(ax, "no sidecar memory recorded (proxy disabled?)")
             return fig
         edges = bin_edges(metrics)
         low = float(min(min(i.memory_mb[:n], default=0.0) if len(i.memory_mb) >= n else 0.0
@@ -414,11 +414,11 @@ def connections(metrics: Metrics, top_n: int = TOP_N) -> Figure:
     """Concurrent router connections per sidecar over time (maximum in each bin)."""
     insts = metrics.instances
     with style():
-        fig = _figure()
+        fig = figure()
         ax = fig.add_subplot()
         ax.set_title("Concurrent connections per sidecar (maximum per time bin)")
         if not insts:
-            _empty(ax, "no app instances")
+            empty(ax, "no app instances")
             return fig
         n = metrics.bins
         edges = bin_edges(metrics)
@@ -481,11 +481,11 @@ def reachability(matrix) -> Figure:
     rows = list(matrix.rows[:REACH_ROWS])
     sources = list(REACH_SOURCE_NAMES)
     with style():
-        fig = _figure(max(2.6, 1.9 + 0.3 * len(rows)))
+        fig = figure(max(2.6, 1.9 + 0.3 * len(rows)))
         ax = fig.add_subplot()
         ax.set_title(f"Who can open a connection, and with what ({matrix.platform})", pad=32)
         if not rows:
-            _empty(ax, "no running instances")
+            empty(ax, "no running instances")
             return fig
         ax.grid(False)
         for y, row in enumerate(rows):
@@ -581,7 +581,7 @@ def memory_calibration(calibration=None, kinds: Sequence[str] | None = None, *,
     kinds = list(kinds or cal.kinds)
     xmax = float(max((n for k in kinds for n, _ in cal.kinds[k].points), default=1000))
     with style():
-        fig = _figure(HEIGHT_IN + 0.8)
+        fig = figure(HEIGHT_IN + 0.8)
         ax = fig.add_subplot()
         ax.set_title(f"Envoy {cal.envoy_version} private memory vs concurrent connections "
                      f"(measured {cal.measured_on})")
@@ -646,15 +646,15 @@ def envoy_memory_model(deployment: Deployment, metrics: Metrics, calibration=Non
     kind = deployment.listener_kind
     own = sidecar_footprints(deployment)
     with style():
-        fig = _figure(HEIGHT_IN + 0.8)
+        fig = figure(HEIGHT_IN + 0.8)
         ax = fig.add_subplot()
         ax.set_title(f"Envoy memory model: {kind} listener, Envoy {cal.envoy_version} "
                      f"(measured {cal.measured_on})")
         if not proxy.enabled:
-            _empty(ax, "proxy disabled: no Envoy sidecar")
+            empty(ax, "proxy disabled: no Envoy sidecar")
             return fig
         if kind not in cal.kinds:
-            _empty(ax, f"the calibration has no {kind} listener")
+            empty(ax, f"the calibration has no {kind} listener")
             return fig
         insts = metrics.instances
         colour = KIND_COLOURS.get(kind, PALETTE[0])
@@ -768,7 +768,7 @@ def png_bytes(fig: Figure) -> bytes:
 def compare_latency(runs: Sequence[tuple[str, Metrics]]) -> Figure:
     """Latency CDFs of several runs on one log axis."""
     with style():
-        fig = _figure()
+        fig = figure()
         ax = fig.add_subplot()
         ax.set_title("Latency, client to client, per variant")
         drawn = False
@@ -784,10 +784,10 @@ def compare_latency(runs: Sequence[tuple[str, Metrics]]) -> Figure:
                     linewidth=1.5, label=f"{label}: p99 {fmt_ms(nearest_rank(lat, 99))}")
             drawn = True
         if not drawn:
-            _empty(ax, "no completed requests")
+            empty(ax, "no completed requests")
             return fig
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(_ms))
+        ax.xaxis.set_major_formatter(FuncFormatter(ms_tick))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("latency (ms, log scale)")
         ax.set_ylim(0, 1.02)
@@ -801,7 +801,7 @@ def compare_errors(runs: Sequence[tuple[str, Metrics]]) -> Figure:
     """Per variant over time: non-200 responses (top) and requests answered by the wrong app
     (bottom; they are 200s, so the top panel cannot show them)."""
     with style():
-        fig = _figure(HEIGHT_IN + 1.2)
+        fig = figure(HEIGHT_IN + 1.2)
         top, bottom = fig.subplots(2, 1, sharex=True)
         top.set_title("Error responses and misdelivered requests per second, per variant")
         peaks = [0.0, 0.0]

@@ -20,12 +20,11 @@ from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
-import jinja2
-
 from simnet import __version__
 from simnet.files import staged
 from simnet.report import figures
 from simnet.model.deployment import Deployment
+from simnet.report.format import ENV, ms, rate
 from simnet.scenario.schema import Scenario
 from simnet.sim.metrics import Metrics
 
@@ -222,21 +221,6 @@ def _scalar(v: Any) -> str:
     return str(v)
 
 
-def _ms(v: float | None) -> str:
-    return "—" if v is None else figures.fmt_ms(v)
-
-
-def _rate(ok: int, total: int) -> str:
-    """Success rate that never shows 100 % when something failed."""
-    if total == 0:
-        return "—"
-    pct = 100 * ok / total
-    if ok == total:
-        return "100 %"
-    text = f"{pct:.2f} %"
-    return "> 99.99 %" if text == "100.00 %" else text
-
-
 def _instances(metrics: Metrics) -> tuple[list[dict], int]:
     rows = []
     for i in metrics.instances:
@@ -287,10 +271,10 @@ def context(scenario: Scenario, metrics: Metrics, pngs: Mapping[str, bytes],
             ("requests", f"{req['issued']:,}",
              f"{completed:,} completed" + (f", {req['in_flight']:,} still in flight at the end"
                                            if req["in_flight"] else "")),
-            ("success rate", _rate(ok, completed), f"{ok:,} answered 200"),
-            ("p50", _ms(lat["p50"]), "median latency"),
-            ("p95", _ms(lat["p95"]), ""),
-            ("p99", _ms(lat["p99"]), f"max {_ms(lat['max'])}"),
+            ("success rate", rate(ok, completed), f"{ok:,} answered 200"),
+            ("p50", ms(lat["p50"]), "median latency"),
+            ("p95", ms(lat["p95"]), ""),
+            ("p99", ms(lat["p99"]), f"max {ms(lat['max'])}"),
             ("errors", f"{completed - ok:,}", f"{req['retries']:,} retries, "
                                                f"{s['endpoints_pruned']:,} endpoints pruned"),
         ],
@@ -318,17 +302,10 @@ def context(scenario: Scenario, metrics: Metrics, pngs: Mapping[str, bytes],
     }
 
 
-_ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("simnet.report", "templates"),
-    autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-    keep_trailing_newline=True,
-)
-
-
 def render_html(scenario: Scenario, metrics: Metrics, pngs: Mapping[str, bytes],
                 facts: Mapping | None = None, *, numbers: dict | None = None) -> str:
     """report.html as a string; ``pngs`` maps each figure's file name to its PNG bytes."""
-    return _ENV.get_template("report.html.j2").render(
+    return ENV.get_template("report.html.j2").render(
         context(scenario, metrics, pngs, facts, numbers=numbers))
 
 

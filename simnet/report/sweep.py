@@ -20,7 +20,7 @@ from simnet import __version__
 from simnet.report import sweep_figures
 from simnet.report.figures import png_bytes
 from simnet.files import write_atomically
-from simnet.report.render import _ENV
+from simnet.report.format import ENV
 from simnet.sweep.design import METRICS, Sweep
 
 SHOWN = ("error_rate", "p50_ms", "p99_ms", "misdelivered", "retries", "oom_kills",
@@ -121,7 +121,7 @@ def write_sweep_report(sweep: Sweep, scenario_name: str, rows: Sequence[dict],
     figs = figures(points, names)
     for file, _h, _c, png in figs:
         write_atomically(outdir / file, png)
-    html = _ENV.get_template("sweep.html.j2").render(
+    html = ENV.get_template("sweep.html.j2").render(
         title=f"simnet sweep: {sweep.name or scenario_name + '-sweep'}", version=__version__,
         scenario=scenario_name, design=sweep.design, replications=sweep.replications,
         parameters=names, total=total, stored=len(rows),

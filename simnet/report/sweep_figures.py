@@ -15,7 +15,15 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
-from simnet.report.figures import ERROR_COLOUR, OK_COLOUR, PALETTE, _empty, _figure, _ms, style
+from simnet.report.figures import (
+    ERROR_COLOUR,
+    OK_COLOUR,
+    PALETTE,
+    empty,
+    figure,
+    ms_tick,
+    style,
+)
 
 MAX_HEAT_BINS = 8  # a continuous parameter is cut into this many equal bins in a heat map
 MAX_PAIRS = 3  # heat maps drawn: the first parameter pairs
@@ -49,7 +57,7 @@ def _mean_line(ax, x: np.ndarray, y: np.ndarray, colour: str) -> None:
 def metrics_vs(points, name: str) -> Figure:
     """Error rate (left) and p99 latency (right) of every run against one parameter."""
     with style():
-        fig = _figure()
+        fig = figure()
         left, right = fig.subplots(1, 2)
         xs, labels = _axis(points, name)
         for ax, metric, colour, title in ((left, "error_rate", ERROR_COLOUR, "Error rate"),
@@ -57,7 +65,7 @@ def metrics_vs(points, name: str) -> Figure:
             ax.set_title(f"{title} vs {name}")
             x, y = _runs(points, xs, metric)
             if not len(x):
-                _empty(ax, "no finished runs")
+                empty(ax, "no finished runs")
                 continue
             ax.scatter(x, y, s=14, color=colour, alpha=0.45, linewidths=0, label="run")
             _mean_line(ax, x, y, colour)
@@ -70,7 +78,7 @@ def metrics_vs(points, name: str) -> Figure:
                 ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
                 ax.set_ylim(bottom=0)
             else:
-                ax.yaxis.set_major_formatter(FuncFormatter(_ms))
+                ax.yaxis.set_major_formatter(FuncFormatter(ms_tick))
                 ax.set_ylabel("ms")
                 ax.set_ylim(bottom=0)
             ax.legend(loc="best")
@@ -80,13 +88,13 @@ def metrics_vs(points, name: str) -> Figure:
 def headroom(points) -> Figure:
     """Per run: the least Envoy memory headroom against the additional allocation."""
     with style():
-        fig = _figure()
+        fig = figure()
         ax = fig.add_subplot()
         ax.set_title("Envoy memory headroom vs additional memory allocation")
         pairs = [(r["additional_memory_mb"], r["memory_headroom_mb"], r.get("oom_kills") or 0)
                  for p in points for r in p.runs if r.get("memory_headroom_mb") is not None]
         if not pairs:
-            _empty(ax, "no Envoy memory in these runs (proxy disabled, or no finished run)")
+            empty(ax, "no Envoy memory in these runs (proxy disabled, or no finished run)")
             return fig
         x, y, oom = (np.array(v, dtype=float) for v in zip(*pairs))
         ax.axhline(0, color=ERROR_COLOUR, linewidth=1, linestyle=(0, (4, 2)))
@@ -121,7 +129,7 @@ def _bins(values: list[float], labels: list[str] | None) -> tuple[np.ndarray, li
 def heatmap(points, a: str, b: str, metric: str) -> Figure:
     """Mean ``metric`` of the runs in each (a, b) cell."""
     with style():
-        fig = _figure()
+        fig = figure()
         ax = fig.add_subplot()
         ax.set_title(f"Mean {metric} over {a} and {b}")
         xa, la = _axis(points, a)
@@ -134,7 +142,7 @@ def heatmap(points, a: str, b: str, metric: str) -> Figure:
                 sums[j, i] += v
                 counts[j, i] += 1
         if not counts.any():
-            _empty(ax, "no finished runs")
+            empty(ax, "no finished runs")
             return fig
         grid = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
         image = ax.imshow(grid, origin="lower", aspect="auto", cmap="Reds",

@@ -1,6 +1,6 @@
 """Hypothesis strategies: iptables rulesets over every match and target the model supports, and
-connections through the test topology (``simnet.real.netns``: pod eth0 198.18.0.1/24 and eth1
-198.18.1.1/24, peer .2 on each link, pod's default route via 198.18.0.2).
+connections through the test topology (``simnet.model.addresses``: pod eth0 198.18.0.1/24 and
+eth1 198.18.1.1/24, peer .2 on each link, pod's default route via 198.18.0.2).
 
 Rulesets are built as restore text, valid for the kernel: owner matches only in chains reached
 from OUTPUT/POSTROUTING, ``-i`` only where packets come in, ``-o`` only where they go out, NAT
@@ -12,14 +12,14 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from simnet.model import netfilter as nf
+from simnet.model.addresses import AddressPlan
 from simnet.model.packet import Connection
-from simnet.real.netns import Topology
 
-TOPOLOGY = Topology(ipv6=False)  # only its pure address helpers
+TOPOLOGY = AddressPlan(ipv6=False)  # the kernel tests' pod and peer, IPv4 only
 
-POD_ADDRS = ("198.18.0.1", "198.18.1.1")
-PEER_BY_IF = {"eth0": "198.18.0.2", "eth1": "198.18.1.2"}
-POD_BY_IF = {"eth0": "198.18.0.1", "eth1": "198.18.1.1"}
+POD_ADDRS = TOPOLOGY.pod_addrs  # 198.18.0.1, 198.18.1.1
+PEER_BY_IF = TOPOLOGY.peer_interfaces  # eth0: 198.18.0.2, eth1: 198.18.1.2
+POD_BY_IF = TOPOLOGY.interfaces  # eth0: 198.18.0.1, eth1: 198.18.1.1
 ADDR_POOL = ("198.18.0.0/24", "198.18.0.1/32", "198.18.0.2/32", "198.18.1.0/24", "198.18.1.2/32",
              "127.0.0.1/32", "127.0.0.0/8", "127.0.0.6/32", "9.9.0.0/16", "10.0.0.0/8")
 PORT_POOL = (80, 8080, 9001, 15001, 15006, 15008)
@@ -40,7 +40,10 @@ INCOMING = {"PREROUTING", "INPUT"}
 @st.composite
 def _matches(draw, table: str, hook: str) -> list[str]:
     parts: list[str] = []
-    neg = lambda: "! " if draw(st.booleans()) and draw(st.booleans()) else ""  # noqa: E731
+
+    def neg() -> str:
+        return "! " if draw(st.booleans()) and draw(st.booleans()) else ""
+
     proto = draw(st.sampled_from(["tcp", "tcp", "tcp", "udp", None, "!udp"]))
     if draw(st.booleans()):
         parts.append(f"{neg()}-s {draw(st.sampled_from(ADDR_POOL))}")
