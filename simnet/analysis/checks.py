@@ -17,10 +17,8 @@ from simnet.model.capture import boshy_vips
 from simnet.model.deployment import Deployment, DeriveError, derive
 from simnet.model.interception import CONTAINER_APP_UID, app_uid
 from simnet.model.ports import C2C_TLS_PORT, PROXY_PORT_END, PROXY_PORT_START
-from simnet.scenario.load import relative_to
 from simnet.scenario.schema import Scenario
-
-Loc = tuple[str | int, ...]
+from simnet.scenario.source import Loc, relative_to
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from simnet.model.memory import (NO_PROXY, Footprint, additional_allocation_mb, 
 from simnet.model.ports import ProxyPorts, instance_ports, proxy_ports
 from simnet.model.tls import Verdict, backend_verdicts
 from simnet.scenario.schema import App, MoveFault, Scenario
+from simnet.scenario.source import Loc
 
 CONTAINER_NET = ipaddress.ip_address("198.18.0.0")  # benchmarking range, never routed
 CELL_NET = ipaddress.ip_address("198.19.0.0")
@@ -30,7 +31,6 @@ ISTIO_INBOUND_PORT = 15006
 GATEWAY_IP = "198.19.255.254"  # the istio ingress gateway's pod, as the app pods see it
 
 Address = tuple[str, int]
-Loc = tuple[str | int, ...]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,25 @@
+"""The scenarios (and the sample BOSH manifest) shipped with simnet, and how a name on the
+command line finds one; apart from the loaders so every loader can name them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["BUNDLED", "DEFAULT_SCENARIO", "bundled", "scenario_path"]
+
+BUNDLED = Path(__file__).resolve().parent.parent / "scenarios"
+DEFAULT_SCENARIO = "diego-route-integrity"
+
+
+def bundled(name: str = DEFAULT_SCENARIO) -> Path:
+    """Path of a scenario shipped with simnet."""
+    return BUNDLED / f"{name}.yaml"
+
+
+def scenario_path(value: str | Path) -> Path:
+    """A scenario file, or the name of a bundled scenario."""
+    path = Path(value)
+    if not path.exists() and bundled(str(value)).exists():
+        return bundled(str(value))
+    return path
