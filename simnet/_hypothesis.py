@@ -10,7 +10,7 @@ def _hypothesis_setup_hook() -> None:
 
     from simnet.model.capture import IstioConfig
     from simnet.model.packet import Connection
-    from simnet.scenario.routes import RouteResource
+    from simnet.scenario.route_schema import RouteResource
     from simnet.scenario.schema import Scenario
 
     def lazily(name: str):

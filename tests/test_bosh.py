@@ -16,11 +16,23 @@ from typer.testing import CliRunner
 
 from simnet.cli import app
 from simnet.errors import SimnetError
-from simnet.model.bosh import (Cluster, Listener, exposed_services, instance_addresses, pilot_view,
-                               round_robin_counts, scenario_parts, vm_bootstrap)
+from simnet.model.bosh import (
+    Cluster,
+    Listener,
+    instance_addresses,
+    pilot_view,
+    round_robin_counts,
+    vm_bootstrap,
+)
 from simnet.lenses import load_and_derive
 from simnet.real.envoy import validate
-from simnet.scenario.bosh_manifest import load_manifest, load_manifest_text, sample_manifest_path
+from simnet.scenario.bosh_manifest import (
+    load_manifest,
+    load_manifest_text,
+    sample_manifest_path,
+    scenario_parts,
+)
+from simnet.scenario.bosh_schema import exposed_services
 from simnet.scenario.load import bundled, load_text
 from tests.fuzzing import FUZZED
 

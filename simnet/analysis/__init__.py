@@ -8,15 +8,26 @@ load errors), derives it, and runs the checks in ``checks``; the answer is an ``
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from simnet.analysis.catalogue import LEVELS, Message, catalogue, severity
 from simnet.analysis.checks import ScenarioFinding, scenario_findings
 from simnet.errors import Problem
-from simnet.scenario.load import SourceMap, load_for_analysis
+from simnet.scenario.load import load_for_analysis
+from simnet.scenario.references import ProblemKind
+from simnet.scenario.source import SourceMap
 
-__all__ = ["LEVELS", "Analysis", "Finding", "Message", "analyze", "catalogue"]
+__all__ = ["LEVELS", "LOADER_CODES", "Analysis", "Finding", "Message", "analyze", "catalogue"]
+
+# The code of each kind of problem the loader sets apart (``load_for_analysis``): the loader
+# rejects them, the analyzer reports them as findings of their own.
+LOADER_CODES: dict[ProblemKind, str] = {
+    ProblemKind.RESERVED_PORT: "SIM0001",
+    ProblemKind.PORT_COLLISION: "SIM0002",
+    ProblemKind.ROUTE_WEIGHTS: "SIM0009",
+    ProblemKind.ROUTE_PORT_UNSERVED: "SIM0010",
+}
 
 
 @dataclass(frozen=True, order=True)
@@ -71,17 +82,17 @@ def analyze(path: str | Path, *, at: datetime | None = None) -> Analysis:
     """Findings about the scenario at ``path``. ``at``: the moment the run starts, for
     certificate validity (default: the scenario's ``starts_at``, else now). Input the loader
     cannot read at all still raises SimnetError."""
-    scenario, source, coded = load_for_analysis(path)
+    scenario, source, set_apart = load_for_analysis(path)
     messages = catalogue()
-    found = [(messages[code], replace(p, message=messages[code].text(detail=p.message)))
-             for code, p in coded]
+    coded = [(messages[LOADER_CODES[kind]], p) for kind, p in set_apart]
+    found = [(m, replace(p, message=m.text(detail=p.message))) for m, p in coded]
     if at is None:
         at = (datetime.fromisoformat(scenario.starts_at) if scenario.starts_at
-              else datetime.now(timezone.utc))
+              else datetime.now(UTC))
     not_checked: tuple[str, ...] = ()
     if any(m.level == "error" for m, _ in found):
-        not_checked = ("the derived deployment (ports, capture, memory, reachability): fix the "
-                       "errors above first, the scenario does not derive with them",)
+        not_checked = (("the derived deployment (ports, capture, memory, reachability): fix the "
+                        "errors above first, the scenario does not derive with them"),)
         derived: list[ScenarioFinding] = []
     else:
         derived = list(scenario_findings(scenario, str(path), at))

@@ -18,10 +18,8 @@ from simnet.model.deployment import Deployment, DeriveError
 from simnet.model.interception import CONTAINER_APP_UID
 from simnet.model.platform import Bosh, Diego, platform_of
 from simnet.model.ports import C2C_TLS_PORT, PROXY_PORT_END, PROXY_PORT_START
-from simnet.scenario.load import relative_to
 from simnet.scenario.schema import Scenario
-
-Loc = tuple[str | int, ...]
+from simnet.scenario.source import Loc, relative_to
 
 
 @dataclass(frozen=True)

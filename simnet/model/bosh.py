@@ -2,7 +2,7 @@
 to the names, virtual IPs, Envoy listeners and clusters every VM gets.
 
 As rosenhouse/istio's BOSH registry (``pilot/pkg/serviceregistry/bosh``) does, each exposed
-port of a job becomes a port of the service ``<job>.<instance group>.<deployment>.boshy``,
+port of a job (``scenario.bosh_schema.exposed_services``) becomes a port of the service ``<job>.<instance group>.<deployment>.boshy``,
 whose endpoints are every VM of the group at that port. The VIP/DNS agent resolves each name
 to a VIP in 169.254.255.0/24 (``capture.boshy_vips``); the VM's egress rule sends TCP for
 those VIPs into its Envoy on 15001 (``capture.bosh_vip_rules``); Envoy matches the original
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from simnet.errors import Problem, SimnetError
 from simnet.model.capture import BOSH_VIP_CIDR, bosh_vip_rules, boshy_vips
 from simnet.model.interception import BOSH_PROXY_PORT
-from simnet.scenario.bosh_manifest import Manifest
+from simnet.scenario.bosh_schema import ExposedService, Manifest, exposed_services
 
 TCP_PROXY_TYPE = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 ORIGINAL_DST_TYPE = ("type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3."
@@ -31,18 +31,6 @@ OUTBOUND_CLUSTER_PREFIX = "out."  # Istio v1's OutboundClusterPrefix
 CONNECT_TIMEOUT = "1s"  # Istio's mesh default connect_timeout
 
 InstanceKey = tuple[str, int]  # (instance group, index), as `bosh instances` names apricot/3
-
-
-@dataclass(frozen=True)
-class ExposedService:
-    """One exposed port of a job: its .boshy name, port number and name, and where it runs."""
-
-    name: str  # <job>.<instance group>.<deployment>.boshy
-    port: int
-    port_name: str
-    group: str
-    job: str
-    instances: int
 
 
 @dataclass(frozen=True)
@@ -79,14 +67,6 @@ class PilotView:
     def cluster(self, name: str) -> Cluster:
         """The cluster called ``name``."""
         return next(c for c in self.clusters if c.name == name)
-
-
-def exposed_services(m: Manifest) -> list[ExposedService]:
-    """Every exposed port of every job, in manifest order. A group with no instances has no
-    VMs, and the adapter builds services from the director's VM list, so it exposes nothing."""
-    return [ExposedService(f"{job.name}.{g.name}.{m.name}.boshy", p.number, p.name, g.name,
-                           job.name, g.instances)
-            for g in m.instance_groups if g.instances for job in g.jobs for p in job.expose_ports]
 
 
 def instance_addresses(m: Manifest, network: str = INSTANCE_NETWORK) -> dict[InstanceKey, str]:
@@ -180,16 +160,3 @@ def vm_bootstrap(view: PilotView, *, admin_port: int = 0,
         },
     }
 
-
-def scenario_parts(m: Manifest) -> dict[str, list[dict]]:
-    """The manifest as scenario ``apps`` (one per instance group and job with exposed ports,
-    named ``<job>-<group>``, with the group's instances and the ports) and ``routes`` (one per
-    exposed port, host = its .boshy name), as plain scenario-schema dicts."""
-    apps: dict[str, dict] = {}
-    routes = []
-    for s in exposed_services(m):
-        name = f"{s.job}-{s.group}"
-        app = apps.setdefault(name, {"name": name, "instances": s.instances, "ports": []})
-        app["ports"].append(s.port)  # the loader rejects a number exposed twice in a job
-        routes.append({"host": s.name, "app": name, "port": s.port})
-    return {"apps": list(apps.values()), "routes": routes}

@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-
+from typing import Protocol
 
 from simnet.errors import Problem, SimnetError
 from simnet.model.istio_config import IstioConfig, checked, parse_istio_config
 from simnet.model.istio_rules import BUILT_IN, istio_rules, restore_text
-from simnet.model.placement import Instance
-from simnet.model.ports import C2C_APP_PORT, C2C_TLS_PORT
+from simnet.model.ports import C2C_APP_PORT, C2C_TLS_PORT, ProxyPorts
 
 __all__ = [
     "BOSH_VIP_CIDR", "BUILT_IN", "IstioCapture", "IstioConfig", "HostPortView", "bosh_vip_rules",
@@ -146,13 +145,29 @@ def garden_instance_id(sequence: int) -> str:
     return "".join(_GARDEN_ID_DIGITS[(sequence >> (50 - 5 * i)) & 31] for i in range(11))
 
 
-def _instance_id(instance: Instance) -> str:
+class GardenContainer(Protocol):
+    """What Garden's rules need of an app instance's container (``deployment.Instance`` is
+    one); a protocol, so the rules do not depend on the deployment that derives instances."""
+
+    @property
+    def guid(self) -> str: ...
+    @property
+    def cell_ip(self) -> str: ...
+    @property
+    def container_ip(self) -> str: ...
+    @property
+    def host_ports(self) -> Mapping[int, int]: ...
+    @property
+    def proxy(self) -> ProxyPorts | None: ...
+
+
+def _instance_id(instance: GardenContainer) -> str:
     """A stable garden id for an instance. Garden counts from its start time in nanoseconds;
     simnet derives the sequence from the instance guid so the chain name is reproducible."""
     return garden_instance_id(int(instance.guid.replace("-", ""), 16))
 
 
-def diego_netin_rules(instance: Instance, *, global_chains: bool = True,
+def diego_netin_rules(instance: GardenContainer, *, global_chains: bool = True,
                       chain_prefix: str = GARDEN_CHAIN_PREFIX, instance_id: str | None = None) -> str:
     """The nat rules Garden installs on the cell to publish one container's ports (IPv4).
 
@@ -200,7 +215,8 @@ class HostPortView:
         return self.host_port is not None
 
 
-def diego_host_view(instance: Instance, sidecar_ports: Iterable[int] = ()) -> list[HostPortView]:
+def diego_host_view(instance: GardenContainer, sidecar_ports: Iterable[int] = ()
+                    ) -> list[HostPortView]:
     """Which of a Diego container's ports the cell publishes, and why the others are not.
 
     Per app port, in order: its TLS proxy port (mapped whenever Envoy runs), 61443 for app

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from simnet.model.ingress import ingress_routes, route_for
 from simnet.model.routecontroller import Translation, translate
-from simnet.scenario.routes import RouteResource
+from simnet.scenario.route_schema import RouteResource
 from simnet.scenario.schema import Scenario
 
 ORG_GUID = "cc-org-guid"  # a scenario has one org and space, as the peer fixtures do

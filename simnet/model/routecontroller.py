@@ -26,15 +26,14 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from simnet.scenario.routes import DEFAULT_NAMESPACE, RouteResource
+from simnet.scenario.route_schema import DEFAULT_NAMESPACE, RouteResource
+from simnet.errors import Loc
 
 MESH_GATEWAY = "mesh"
 INGRESS_GATEWAY = "cf-system/istio-ingressgateway"  # cf-for-k8s's one Gateway
 EXPECTED_WEIGHT = 100
 PLACEHOLDER_HOST = "no-destinations"
 ROUTE_API = "networking.cloudfoundry.org/v1alpha1"
-
-Loc = tuple[str | int, ...]
 
 
 @dataclass(frozen=True)

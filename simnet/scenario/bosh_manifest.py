@@ -1,9 +1,6 @@
-"""BOSH deployment manifests, the parts the BOSH + Istio prototype's Pilot adapter reads
-(seed 003): the deployment name, each instance group's instance count and jobs, and each
-job's ``expose_ports`` (``name`` and ``number``, as rosenhouse/istio's
-``pilot/pkg/serviceregistry/bosh`` ``ManifestWithExposedPorts`` declares them). Every other
-BOSH key is accepted and ignored, as BOSH ignores ``expose_ports``; problems name file, line
-and field (``instance_groups.1.jobs.0.expose_ports.0.number``).
+"""Load BOSH deployment manifests (``simnet.scenario.bosh_schema``) with every problem located
+(``instance_groups.1.jobs.0.expose_ports.0.number``), and fill a scenario's apps and routes from
+its manifest: the checks BOSH and the Pilot adapter would make, before the model builds on it.
 """
 
 from __future__ import annotations
@@ -11,53 +8,34 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from simnet.errors import Problem, SimnetError
-from simnet.scenario.load import SourceMap, _Cycle, _message, _plain, _yaml_document
+from simnet.scenario.bosh_schema import Manifest, exposed_services
+from simnet.scenario.bundled import BUNDLED
+from simnet.scenario.messages import message
+from simnet.scenario.source import (
+    AliasCycle,
+    Loc,
+    SourceMap,
+    plain,
+    relative_to,
+    yaml_document,
+)
+
+__all__ = ["load_manifest", "load_manifest_text", "merge_manifest", "sample_manifest_path",
+           "scenario_parts"]
 
 # A .boshy name is <job>.<instance group>.<deployment>.boshy: each part must be a DNS label.
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class ExposedPort(_Lenient):
-    """One ``expose_ports`` entry. The prototype's key is ``number``; ``port`` (simnet's earlier
-    spelling) is accepted too."""
-
-    name: str = Field(min_length=1, pattern=r"^[^|\s]+$")  # Istio's cluster key is host|name
-    number: int = Field(ge=1, le=65535)
-
-
-class Job(_Lenient):
-    name: str = Field(min_length=1)
-    expose_ports: list[ExposedPort] = Field(default_factory=list)
-
-
-class InstanceGroup(_Lenient):
-    name: str = Field(min_length=1)
-    instances: int = Field(ge=0, le=10_000)
-    jobs: list[Job] = Field(default_factory=list)
-
-
-class Manifest(_Lenient):
-    """A BOSH deployment manifest as the prototype's Pilot adapter sees it."""
-
-    name: str = Field(min_length=1)
-    instance_groups: list[InstanceGroup] = Field(default_factory=list)
-
-
 def sample_manifest_path() -> Path:
     """The sample manifest bundled beside the scenarios (``bosh-istio`` is built from it)."""
-    from simnet.scenario.load import BUNDLED
-
     return BUNDLED / "sample-bosh-manifest.yml"
 
 
-def _label_problem(source: SourceMap, loc: tuple, value: str, what: str) -> Problem | None:
+def _label_problem(source: SourceMap, loc: Loc, value: str, what: str) -> Problem | None:
     if _DNS_LABEL.fullmatch(value):
         return None
     return source.problem(loc, (
@@ -113,7 +91,7 @@ def _checks(m: Manifest, raw: dict, source: SourceMap) -> list[Problem]:
 def load_manifest_text(text: str, file: str = "<manifest>") -> Manifest:
     """Parse a BOSH manifest; raise SimnetError with every problem as ``FILE:LINE: field: ...``."""
     try:
-        doc, problems = _yaml_document(text, file)
+        doc, problems = yaml_document(text, file)
     except RecursionError:
         raise SimnetError(Problem(file, 1, "", "the document is nested too deeply")) from None
     source = SourceMap(file, doc)
@@ -121,8 +99,8 @@ def load_manifest_text(text: str, file: str = "<manifest>") -> Manifest:
         raise SimnetError(problems + [Problem(file, source.line(()) or 1, "",
                                               "a BOSH manifest is a YAML mapping")])
     try:
-        raw = _plain(doc)
-    except _Cycle as c:
+        raw = plain(doc)
+    except AliasCycle as c:
         raise SimnetError(problems + [source.problem(c.loc, "an alias refers to a mapping or "
                                                      "list that contains it")]) from None
     except RecursionError:
@@ -130,7 +108,7 @@ def load_manifest_text(text: str, file: str = "<manifest>") -> Manifest:
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as err:
-        problems += [source.problem(tuple(e["loc"]), _message(e, tuple(e["loc"])))
+        problems += [source.problem(tuple(e["loc"]), message(e, tuple(e["loc"]), Manifest))
                      for e in err.errors(include_url=False)]
         raise SimnetError(problems) from None
     problems += _checks(manifest, raw, source)
@@ -146,3 +124,48 @@ def load_manifest(path: str | Path) -> Manifest:
     except (OSError, UnicodeDecodeError) as e:
         raise SimnetError(Problem(str(path), None, "", f"cannot read: {e}")) from None
     return load_manifest_text(text, str(path))
+
+
+def scenario_parts(m: Manifest) -> dict[str, list[dict]]:
+    """The manifest as scenario ``apps`` (one per instance group and job with exposed ports,
+    named ``<job>-<group>``, with the group's instances and the ports) and ``routes`` (one per
+    exposed port, host = its .boshy name), as plain scenario-schema dicts."""
+    apps: dict[str, dict] = {}
+    routes = []
+    for s in exposed_services(m):
+        name = f"{s.job}-{s.group}"
+        app = apps.setdefault(name, {"name": name, "instances": s.instances, "ports": []})
+        app["ports"].append(s.port)  # the loader rejects a number exposed twice in a job
+        routes.append({"host": s.name, "app": name, "port": s.port})
+    return {"apps": list(apps.values()), "routes": routes}
+
+
+def merge_manifest(data: dict, file: str, source: SourceMap) -> list[Problem]:
+    """Fill the plain scenario ``data``'s ``apps`` and ``routes`` from its BOSH manifest (seed
+    003; ``file`` is the scenario's): every job's exposed ports, merged with the scenario's own
+    entries of the same name or host. The problems are where the scenario contradicts it."""
+    if data.get("platform") != "bosh":
+        return [source.problem(("bosh_manifest",), "a BOSH manifest needs platform: bosh")]
+    path = relative_to(file, data["bosh_manifest"])
+    parts = scenario_parts(load_manifest(path))
+    problems = []
+    apps = data.setdefault("apps", [])
+    if not isinstance(apps, list):
+        return problems
+    by_name = {a.get("name"): (i, a) for i, a in enumerate(apps) if isinstance(a, dict)}
+    for app in parts["apps"]:
+        if app["name"] not in by_name:
+            apps.append(app)
+            continue
+        i, mine = by_name[app["name"]]
+        for key in ("instances", "ports"):
+            if key in mine and mine[key] != app[key]:
+                problems.append(source.problem(("apps", i, key), (
+                    f"{mine[key]} here, but {app[key]} in the manifest {path}: the manifest "
+                    "decides")))
+            mine[key] = app[key]
+    routes = data.setdefault("routes", [])
+    if isinstance(routes, list):
+        hosts = {r.get("host") for r in routes if isinstance(r, dict)}
+        routes += [r for r in parts["routes"] if r["host"] not in hosts]
+    return problems

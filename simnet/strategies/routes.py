@@ -11,7 +11,7 @@ import uuid
 
 from hypothesis import strategies as st
 
-from simnet.scenario.routes import RouteResource
+from simnet.scenario.route_schema import RouteResource
 
 DOMAINS = (("apps.example.com", False), ("apps.internal", True))
 HOSTS = ("test-app-a", "test-app-b", "api", "")

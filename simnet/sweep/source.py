@@ -15,9 +15,12 @@ from pydantic import ValidationError
 from ruamel.yaml.comments import CommentedMap
 
 from simnet.errors import Problem, SimnetError
-from simnet.scenario.load import (SourceMap, _message, _plain, _schema_problems, _with_manifest,
-                                  _yaml_document, bundled, load_scenario)
+from simnet.scenario.bosh_manifest import merge_manifest
+from simnet.scenario.bundled import bundled
+from simnet.scenario.load import load_scenario
+from simnet.scenario.messages import message, schema_problems
 from simnet.scenario.schema import Scenario
+from simnet.scenario.source import Loc, SourceMap, plain, yaml_document
 from simnet.sweep.design import Point, points
 from simnet.sweep.run import applied
 
@@ -26,7 +29,7 @@ class _SweepFileMap(SourceMap):
     """A sweep file's lines, addressed as the scenario's ``sweep`` section would be: problems
     name the sweep file and the field as written there (``parameters.routers.count``)."""
 
-    def problem(self, loc, message: str) -> Problem:
+    def problem(self, loc: Loc, message: str) -> Problem:
         return _in_sweep_file(super().problem(loc, message))
 
 
@@ -55,20 +58,21 @@ def _sweep_file(path: Path, doc: CommentedMap) -> tuple[Scenario, dict, SourceMa
                                          f"(looked for {scenario_file})"))
     scenario, scenario_source = load_scenario(scenario_file)
     data = _scenario_data(scenario, scenario_source, scenario_file)
-    sweep = {k: v for k, v in _plain(doc).items() if k != "scenario"}
+    sweep = {k: v for k, v in plain(doc).items() if k != "scenario"}
     try:
         scenario = Scenario.model_validate({**data, "sweep": sweep}, strict=True)
     except ValidationError as err:
-        raise SimnetError([_in_sweep_file(p) for p in _schema_problems(err, source)]) from None
+        raise SimnetError([_in_sweep_file(p) for p in schema_problems(err, source, Scenario)]
+                          ) from None
     return scenario, data, source
 
 
 def _scenario_data(scenario: Scenario, source: SourceMap, path: Path) -> dict:
     """The scenario as loaded, without its sweep: what each point's values are applied to."""
-    data = _plain(source.doc)
+    data = plain(source.doc)
     data.pop("sweep", None)
     if scenario.bosh_manifest is not None:  # apps and routes come from the manifest, as on load
-        _with_manifest(data, str(path), source)
+        merge_manifest(data, str(path), source)
     return data
 
 
@@ -82,7 +86,7 @@ def sweep_source(path: str | Path) -> tuple[Scenario, dict, SourceMap]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         text = None  # load_scenario says what is wrong with the file
-    doc = _yaml_document(text, str(path))[0] if text is not None else None
+    doc = yaml_document(text, str(path))[0] if text is not None else None
     if isinstance(doc, CommentedMap) and "scenario" in doc:
         return _sweep_file(path, doc)
     scenario, source = load_scenario(path)
@@ -112,9 +116,9 @@ def checked_points(scenario: Scenario, data: dict, source: SourceMap) -> list[Po
                 name = next((n for n in p.params if where == n or where.startswith(n + ".")
                              or n.startswith(where + ".")), None)
                 loc = ("sweep", "parameters", name) if name else tuple(e["loc"])
+                text = message(e, tuple(e["loc"]), Scenario)
                 problems.setdefault(loc, source.problem(loc, (
-                    f"{_message(e, tuple(e['loc']))} (value {p.params.get(name)!r})"
-                    if name else _message(e, tuple(e["loc"])))))
+                    f"{text} (value {p.params.get(name)!r})" if name else text)))
     if problems:
         raise SimnetError(list(problems.values()))
     return pts
