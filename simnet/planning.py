@@ -197,7 +197,7 @@ def allocation_sweep(scenario: Scenario, allocations: Sequence[int]) -> list[Swe
     """The sweep over ``proxy.additional_memory_allocation_mb``, each point run as a sweep
     runs it (``simnet.sweep.run.run_point``) with the scenario's own seed, so every point sees
     the same traffic: OOM kills and error responses against the allocation."""
-    from simnet.sweep.run import run_point  # the simulator: only when sweeping
+    from simnet.sweep.point import run_point  # the simulator: only when sweeping
 
     data = scenario.model_dump(mode="json")
     points = []

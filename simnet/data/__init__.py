@@ -4,11 +4,11 @@ of I/O."""
 
 from importlib import resources
 
-__all__ = ["calibration_text"]
+__all__ = ["CALIBRATION_FILE", "calibration_text"]
+
+CALIBRATION_FILE = "envoy_memory.json"
 
 
 def calibration_text() -> str:
     """The packaged Envoy memory calibration, as JSON text."""
-    from simnet.model.memory import CALIBRATION_RESOURCE
-
-    return resources.files(__name__).joinpath(CALIBRATION_RESOURCE).read_text(encoding="utf-8")
+    return resources.files(__name__).joinpath(CALIBRATION_FILE).read_text(encoding="utf-8")

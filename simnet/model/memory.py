@@ -23,6 +23,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
+from simnet.data import CALIBRATION_FILE, calibration_text
 from simnet.model.envoy import LISTENER_KINDS
 from simnet.scenario.schema import EnvoyMemory, Proxy
 
@@ -30,7 +31,6 @@ KB_PER_MB = 1000  # the seed's rule treats 30 KB as 0.03 MB
 SEED_BASE_MB = 7.5  # "between 5 and 10 MB"
 SEED_PER_CONNECTION_KB = 30.0
 DEFAULT_MARGIN = 0.10  # the calibrated model is checked to within 10% of the real Envoy
-CALIBRATION_RESOURCE = "envoy_memory.json"
 
 
 
@@ -140,9 +140,7 @@ def load_calibration(text: str, source: str) -> Calibration:
 def packaged_calibration() -> Calibration:
     """The calibration shipped with simnet (``simnet/data/envoy_memory.json``; the data
     package reads it, so that this module does no I/O)."""
-    from simnet.data import calibration_text
-
-    return load_calibration(calibration_text(), CALIBRATION_RESOURCE)
+    return load_calibration(calibration_text(), CALIBRATION_FILE)
 
 
 # --- fitting ---------------------------------------------------------------------------------

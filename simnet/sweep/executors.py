@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Protocol
 
 from simnet.errors import Problem, SimnetError
+from simnet.sweep.point import run_point
 from simnet.sweep.design import Point
 
 Outcome = tuple[Point, dict | None, str | None]  # a run, its results or its error
@@ -35,8 +36,6 @@ CONNECT_TIMEOUT_S = 10  # how long to look for a Dask scheduler before saying it
 
 def _safe(data: dict, params: dict, seed: int) -> tuple[dict | None, str | None]:
     """One run's results, or its error as one line: a point that raises does not stop a sweep."""
-    from simnet.sweep.run import run_point
-
     try:
         return run_point(data, params, seed), None
     except Exception as e:

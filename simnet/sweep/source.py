@@ -22,7 +22,7 @@ from simnet.scenario.messages import message, schema_problems
 from simnet.scenario.schema import Scenario
 from simnet.scenario.source import Loc, SourceMap, plain, yaml_document
 from simnet.sweep.design import Point, points
-from simnet.sweep.run import applied
+from simnet.sweep.point import applied
 
 
 class _SweepFileMap(SourceMap):
