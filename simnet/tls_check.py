@@ -1,4 +1,4 @@
-"""``simnet tls check``: one router-to-sidecar handshake, predicted and optionally run for real.
+"""One router-to-sidecar handshake, predicted and optionally run for real (``simnet tls check``).
 
 The files and settings on the command line become the model's ``handshake.Client`` (the router)
 and ``handshake.Server`` (the sidecar listener, as the executor configures Envoy, or a plain
@@ -21,7 +21,13 @@ from simnet.errors import Problem, SimnetError
 from simnet.model.certpath import PathError, Verifier
 from simnet.model.envoy import CertFiles
 from simnet.model.handshake import Client, Server, handshake
-from simnet.model.tls import Verdict, failure_verdict, router_client, sidecar_listener, verdict
+from simnet.model.tls import (
+    Verdict,
+    failure_verdict,
+    router_client,
+    sidecar_listener,
+    verdict,
+)
 from simnet.scenario.schema import BackendTLS, Proxy
 
 CLI = "<command line>"
@@ -97,17 +103,23 @@ def _with_status(report: dict, v: Verdict) -> dict:
 
 def run(case: Case, at: datetime) -> tuple[dict, bool]:
     """Run the handshake for real (OpenSSL as the router); the report and whether the model,
-    predicting for the same implementations, agreed."""
+    predicting for the same implementations, agreed. A configuration the real Envoy refuses
+    is a problem with ``--server-cert``."""
+    from simnet.real.envoy import EnvoyError
     from simnet.real.tls import envoy_handshake, observable, openssl_handshake
 
     client = replace(case.client, verifier=Verifier.OPENSSL)
     model = handshake(client, case.server, at)
-    if case.server_kind == "openssl":
-        view, *_ = openssl_handshake(client, case.client_key, case.server, case.server_key)
-        visible = True
-    else:
-        view = envoy_handshake(client, case.client_key, case.proxy, case.files).view
-        visible = False
+    try:
+        if case.server_kind == "openssl":
+            view, *_ = openssl_handshake(client, case.client_key, case.server, case.server_key)
+            visible = True
+        else:
+            view = envoy_handshake(client, case.client_key, case.proxy, case.files).view
+            visible = False
+    except EnvoyError as e:
+        raise SimnetError(Problem(case.files.cert_chain, None, "--server-cert",
+                                  f"the real Envoy refused this configuration: {e}")) from None
     agrees = view == observable(model, server_visible=visible)
     report = _observed_report(view) | {
         "model": _with_status(model.to_json(), verdict(model)), "agrees": agrees,

@@ -148,3 +148,21 @@ def test_compare_needs_two_scenarios_and_reports_bad_ones(tmp_path):
     out = simnet("compare", "diego-route-integrity", str(bad), "--reports", str(tmp_path / "r"))
     assert out.returncode == 2 and "Traceback" not in out.stderr and f"{bad}:" in out.stderr
     assert not (tmp_path / "r").exists()  # nothing ran: every scenario is checked first
+
+
+@pytest.mark.parametrize("args, line", [
+    (["analyze", "diego-route-integrity", "--format", "xml"],
+     "<command line>: --format: 'xml' is not one of text, json, yaml"),
+    (["sweep", "diego-route-integrity", "--executor", "spark"],
+     "<command line>: --executor: must be local or dask"),
+    (["iptables", "trace", "rules.txt", "--dport", "0"],
+     "<command line>: --dport: Input should be greater than or equal to 1"),
+    (["memory", "estimate"], "<command line>: --connections: is required"),
+    (["ports"], "<command line>: PORTS: is required"),
+])
+def test_typer_refusals_are_problems_in_the_same_form(args, line):
+    """A value typer itself refuses (a choice, a range, a missing option) is reported like every
+    other problem: one located line, exit 2, no usage box and no traceback."""
+    out = simnet(*args)
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [line]

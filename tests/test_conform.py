@@ -12,7 +12,7 @@ from ruamel.yaml import YAML
 from typer.testing import CliRunner
 
 from simnet.cli import app
-from simnet.conform_cli import features
+from simnet.conform import features
 from simnet.conformance import FEATURES, SUITES
 
 runner = CliRunner()

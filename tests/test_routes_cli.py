@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from simnet.cli import app
 from simnet.errors import SimnetError
 from simnet.model.routecontroller import virtual_service_name
-from simnet.routes_cli import LAYERS, diff_report, layer_changes, translation
+from simnet.routes import LAYERS, diff_report, layer_changes, translation
 
 PEERS = Path(__file__).resolve().parents[2] / "shared" / "peers" / "cf-k8s-routes"
 SEED_STEPS = Path(__file__).resolve().parents[1] / "simnet" / "data" / "routes" / "seed-001"

@@ -1,4 +1,5 @@
-"""`simnet bosh`: the BOSH + Istio prototype's Pilot view of a manifest (seed 003)."""
+"""`simnet bosh pilot`: the BOSH + Istio prototype's Pilot view of a manifest (seed 003) -- the
+names, VIPs, Envoy listeners and clusters every VM gets, as tables or JSON."""
 
 from __future__ import annotations
 
@@ -7,12 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from simnet.errors import SimnetError
-from simnet.model.bosh import INSTANCE_NETWORK, pilot_view, vm_bootstrap
-from simnet.scenario.bosh_manifest import load_manifest
+from simnet.cli.output import console
+from simnet.model.bosh import INSTANCE_NETWORK
 
 bosh_app = typer.Typer(no_args_is_help=True,
                        help="BOSH manifests with expose_ports: names, VIPs, Envoy listeners.")
@@ -30,25 +29,39 @@ def pilot(
     <job>.<group>.<deployment>.boshy name and VIP per exposed job, an Envoy listener per
     VIP:port, a cluster per name and port with the instances behind it, and the egress rule
     sending VIP traffic into the VM's Envoy."""
-    from simnet.cli import _fail
+    from simnet.model.bosh import pilot_view
+    from simnet.scenario.bosh_manifest import load_manifest
 
-    try:
-        view = pilot_view(load_manifest(manifest), network=network)
-    except SimnetError as e:
-        _fail(e)
+    view = pilot_view(load_manifest(manifest), network=network)
     if as_json:
-        typer.echo(json.dumps({
-            "names": [{"name": s.name, "vip": view.vips[s.name], "port": s.port,
-                       "port_name": s.port_name, "instance_group": s.group, "job": s.job,
-                       "instances": s.instances} for s in view.services],
-            "listeners": [{"name": lst.name, "address": f"{lst.vip}:{lst.port}",
-                           "cluster": lst.cluster} for lst in view.listeners],
-            "clusters": [{"name": c.name, "endpoints": [f"{ip}:{p}" for ip, p in c.endpoints]}
-                         for c in view.clusters],
-            "redirect_rule": view.redirect_rule,
-            "envoy": vm_bootstrap(view),
-        }, indent=2))
+        typer.echo(json.dumps(view_json(view), indent=2))
         return
+    names, routes = view_tables(view)
+    console.print(names)
+    console.print(routes)
+    console.print("egress rule (iptables-restore):")
+    console.print(view.redirect_rule, markup=False, highlight=False, end="")
+
+
+def view_json(view) -> dict:
+    """The Pilot view as ``--json`` prints it, with the VM's Envoy bootstrap."""
+    from simnet.model.bosh import vm_bootstrap
+
+    return {
+        "names": [{"name": s.name, "vip": view.vips[s.name], "port": s.port,
+                   "port_name": s.port_name, "instance_group": s.group, "job": s.job,
+                   "instances": s.instances} for s in view.services],
+        "listeners": [{"name": lst.name, "address": f"{lst.vip}:{lst.port}",
+                       "cluster": lst.cluster} for lst in view.listeners],
+        "clusters": [{"name": c.name, "endpoints": [f"{ip}:{p}" for ip, p in c.endpoints]}
+                     for c in view.clusters],
+        "redirect_rule": view.redirect_rule,
+        "envoy": vm_bootstrap(view),
+    }
+
+
+def view_tables(view) -> tuple[Table, Table]:
+    """The names the VIP agent resolves, and each VM's Envoy listeners and clusters."""
     names = Table(title="names the VIP agent resolves")
     for col in ("name", "VIP", "instance group / job", "port (name)"):
         names.add_column(col, overflow="fold")
@@ -61,8 +74,4 @@ def pilot(
     for lst, c in zip(view.listeners, view.clusters):
         routes.add_row(lst.name, f"{lst.vip}:{lst.port}", c.name,
                        ", ".join(f"{ip}:{p}" for ip, p in c.endpoints))
-    console = Console()
-    console.print(names)
-    console.print(routes)
-    console.print("egress rule (iptables-restore):")
-    console.print(view.redirect_rule, markup=False, highlight=False, end="")
+    return names, routes

@@ -8,73 +8,46 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal
 
 import typer
 
-from simnet.errors import SimnetError
+from simnet.cli.params import iso_time_with_zone
 
-
-class Format(str, Enum):
-    text = "text"
-    json = "json"
-    yaml = "yaml"
-
-
-class Level(str, Enum):
-    info = "info"
-    warning = "warning"
-    error = "error"
-
-
-def _moment(value: Optional[str]) -> Optional[datetime]:
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        raise typer.BadParameter(f"{value!r} is not an ISO 8601 time with a zone, e.g. "
-                                 "2026-12-01T09:00:00Z")
-    return moment
+Format = Literal["text", "json", "yaml"]
+Level = Literal["info", "warning", "error"]
 
 
 def analyze(
     scenario: Annotated[Path, typer.Argument(metavar="SCENARIO", help=
         "A scenario file, or the name of a bundled scenario.")],
-    format: Annotated[Format, typer.Option("--format", "-o", help="Output format.")] = Format.text,
+    format: Annotated[Format, typer.Option("--format", "-o", help="Output format.")] = "text",
     failure_threshold: Annotated[Level, typer.Option(help=
-        "Exit 1 when a finding is at or above this level.")] = Level.error,
-    at: Annotated[Optional[str], typer.Option(callback=_moment, help=
+        "Exit 1 when a finding is at or above this level.")] = "error",
+    at: Annotated[str | None, typer.Option(callback=iso_time_with_zone, help=
         "When the run starts, for certificate validity (ISO 8601); default: the scenario's "
         "starts_at, else now.")] = None,
 ) -> None:
     """Check a scenario for configuration problems: findings with stable codes (SIM0001...)."""
     from simnet.analysis import analyze as run_analysis
-    from simnet.cli import _fail
     from simnet.scenario.load import scenario_path
 
-    try:
-        result = run_analysis(scenario_path(scenario), at=at)
-    except SimnetError as e:
-        _fail(e)
-    if format is Format.json:
+    result = run_analysis(scenario_path(scenario), at=at)
+    if format == "json":
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
-    elif format is Format.yaml:
+    elif format == "yaml":
         from ruamel.yaml import YAML
 
         YAML().dump(result.to_json(), sys.stdout)
     else:
-        _print_text(result)
-    if result.at_or_above(failure_threshold.value):
+        print_text(result)
+    if result.at_or_above(failure_threshold):
         raise typer.Exit(1)
 
 
-def _print_text(result) -> None:
+def print_text(result) -> None:
+    """Each finding with where to read about it, what was not checked, and the counts."""
     for f in result.findings:
         sys.stdout.write(f"{f}\n  see {f.docs}\n")
     for reason in result.not_checked:

@@ -1,38 +1,29 @@
-"""`simnet routes`: cf-for-k8s Route resources through the RouteController and istiod.
-
-``translate`` shows what the RouteController keeps in the cluster for a set of Routes (and, with
-``--envoy``, the ingress gateway's Envoy config istiod derives from it); ``diff`` shows what
-each step of a sequence of states changes in every layer -- seed 001's "Config Diffs".
+"""cf-for-k8s Route files through the RouteController and istiod, and what a change of Routes
+changes: the objects of each layer (Services, VirtualServices, the ingress gateway's Envoy
+config) added, removed and changed between states -- seed 001's "Config Diffs".
 """
 
 from __future__ import annotations
 
 import difflib
 import io
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Optional
 
-import typer
 from ruamel.yaml import YAML
 
 from simnet.errors import SimnetError
 from simnet.model.ingress import UpstreamTLS, ingress_bootstrap
-from simnet.model.routecontroller import INGRESS_GATEWAY, Translation, TranslationError, translate
+from simnet.model.routecontroller import (
+    INGRESS_GATEWAY,
+    Translation,
+    TranslationError,
+    translate,
+)
 from simnet.scenario.routes import load_routes
-
-routes_app = typer.Typer(no_args_is_help=True,
-                         help="cf-for-k8s Route resources -> Services, VirtualServices, gateway Envoy.")
 
 # The gateway's credentials where Istio mounted them in the seed's days (/etc/certs).
 SEED_TLS = UpstreamTLS("/etc/certs/cert-chain.pem", "/etc/certs/key.pem", "/etc/certs/root-cert.pem")
-
-Files = Annotated[list[Path], typer.Argument(metavar="FILE...", help="Route resource YAML files.")]
-Gateway = Annotated[str, typer.Option(
-    help="The RouteController's ISTIO_GATEWAY_NAME: the Gateway of non-internal VirtualServices.")]
-Namespace = Annotated[Optional[str], typer.Option(
-    help="Namespace of Routes that name none (as kubectl apply -n); default cf-workloads.")]
 
 
 def translation(files: Sequence[str | Path], *, gateway: str = INGRESS_GATEWAY,
@@ -77,7 +68,8 @@ LAYERS: dict[str, Layer] = {
 }
 
 
-def _yaml(obj) -> str:
+def to_yaml(obj) -> str:
+    """Block-style YAML, one line per value however long (as kubectl shows manifests)."""
     out = io.StringIO()
     y = YAML()
     y.default_flow_style = False
@@ -114,75 +106,26 @@ def diff_report(files: Sequence[str | Path], states: Sequence[Translation],
                 for name in change[kind]:
                     lines.append(f"{sign} {layer} {name}\n")
                     if kind == "added":
-                        lines += [f"    {line}" for line in _yaml(new[name]).splitlines(True)]
+                        lines += [f"    {line}" for line in to_yaml(new[name]).splitlines(True)]
             for name in change["changed"]:
                 lines += difflib.unified_diff(
-                    _yaml(old[name]).splitlines(True), _yaml(new[name]).splitlines(True),
+                    to_yaml(old[name]).splitlines(True), to_yaml(new[name]).splitlines(True),
                     f"{layer} {name} (before)", f"{layer} {name} (after)")
             if not any(change.values()):
                 lines.append(f"  {layer}: no change\n")
     return steps, "".join(lines)
 
 
-@routes_app.command("translate")
-def translate_command(
-    files: Files,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of YAML.")] = False,
-    envoy: Annotated[bool, typer.Option(
-        "--envoy", help="Also the ingress gateway's Envoy config istiod derives.")] = False,
-    gateway: Gateway = INGRESS_GATEWAY,
-    namespace: Namespace = None,
-) -> None:
-    """Reproduce cf-k8s-networking's RouteController (resourcebuilders at 49d6047): the
-    Services (s-<destination guid>) and VirtualServices (vs-<sha256 of the FQDN>) it keeps in
-    the cluster for all these Routes taken together."""
-    try:
-        t = translation(files, gateway=gateway, namespace=namespace)
-    except SimnetError as e:
-        _fail(e)
-    if as_json:
-        out = {"services": list(t.services), "virtualServices": list(t.virtual_services)}
-        if envoy:
-            out["envoy"] = envoy_config(t)
-        typer.echo(json.dumps(out, indent=2))
-        return
-    docs = [*t.services, *t.virtual_services]
-    text = "".join(f"---\n{_yaml(d)}" for d in docs)
-    if envoy:
-        text += f"---\n# the ingress gateway's Envoy config\n{_yaml(envoy_config(t))}"
-    typer.echo(text, nl=False)
-
-
-@routes_app.command("diff")
-def diff_command(
-    files: Annotated[list[Path], typer.Argument(
-        metavar="FILE FILE...", help="Route files, each the full set of Routes after one step.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Only the names, as JSON.")] = False,
-    gateway: Gateway = INGRESS_GATEWAY,
-    namespace: Namespace = None,
-) -> None:
-    """Reproduce seed 001's "CloudFoundry, Istio and Envoy Config Diffs": what each step (each
-    FILE the Routes after it) changes in the RouteController's Services and VirtualServices and
-    in the ingress gateway's Envoy config -- objects added, removed, changed, with diffs."""
-    if len(files) < 2:
-        raise typer.BadParameter("needs at least two files: the states to compare",
-                                 param_hint="FILE FILE...")
+def translations(files: Sequence[str | Path], *, gateway: str = INGRESS_GATEWAY,
+                 namespace: str | None = None) -> list[Translation]:
+    """Each file's translation on its own (each file one state); every file's problems are
+    reported, not just the first file's."""
     states, problems = [], []
-    for f in files:  # every file's problems, not just the first file's
+    for f in files:
         try:
             states.append(translation([f], gateway=gateway, namespace=namespace))
         except SimnetError as e:
             problems += e.problems
     if problems:
-        _fail(SimnetError(problems))
-    steps, text = diff_report(files, states)
-    if as_json:
-        typer.echo(json.dumps({"steps": steps}, indent=2))
-    else:
-        typer.echo(text, nl=False)
-
-
-def _fail(e: SimnetError) -> None:
-    from simnet.cli import _fail as fail
-
-    fail(e)
+        raise SimnetError(problems)
+    return states
