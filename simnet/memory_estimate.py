@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from simnet.errors import Problem, SimnetError
+from simnet.files import write_atomically
 
 MAX_CONNECTIONS = 1_000_000  # per sidecar: beyond any file-descriptor limit a container has
 
@@ -77,6 +78,4 @@ def estimate(connections: int, listener: str = "tls", mappings: int = 1, margin:
 
 def write_calibration(cal, target: Path) -> None:
     """Write ``cal`` to ``target`` in one step: a failed write leaves the previous file intact."""
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cal.to_json(), indent=1) + "\n")
-    tmp.replace(target)
+    write_atomically(target, (json.dumps(cal.to_json(), indent=1) + "\n").encode("utf-8"))
