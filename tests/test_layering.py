@@ -136,3 +136,21 @@ def test_the_walk_sees_the_package():
     assert g.has_edge("simnet.lenses", "simnet.model.deployment")
     assert g.has_edge("simnet.sim.run", "simnet.model.timeline")
     assert not g.has_edge("simnet.sim.router", "simnet.sim.run")  # type-checking only
+
+
+def test_every_error_simnet_raises_has_one_root():
+    """``except simnet.errors.Error`` catches anything simnet defines."""
+    import importlib
+    import inspect
+
+    from simnet.errors import Error
+
+    defined = []
+    for name in modules():
+        if name.startswith("simnet.conformance.test_") or name == "simnet.__main__":
+            continue
+        module = importlib.import_module(name)
+        defined += [(name, cls) for _, cls in inspect.getmembers(module, inspect.isclass)
+                    if issubclass(cls, BaseException) and cls.__module__ == name]
+    strays = [f"{name}.{cls.__name__}" for name, cls in defined if not issubclass(cls, Error)]
+    assert len(defined) > 8 and not strays, strays

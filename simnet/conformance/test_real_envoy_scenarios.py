@@ -9,6 +9,7 @@ import os
 import pytest
 
 from simnet.lenses import load, load_and_derive, realize
+from simnet.model.platform import Diego, platform_of
 from simnet.scenario.load import BUNDLED
 
 pytestmark = pytest.mark.envoy
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.envoy
 
 def _has_diego_sidecars(path) -> bool:
     scenario, _ = load(path)
-    return scenario.platform == "diego" and scenario.proxy.enabled
+    return isinstance(platform_of(scenario), Diego) and scenario.proxy.enabled
 
 
 # cf-for-k8s (Istio) and bosh-istio get their Envoy config from a control plane (a later issue).

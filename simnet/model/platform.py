@@ -41,6 +41,8 @@ class Platform:
 
     name: ClassVar[str]
     router: ClassVar[str]  # what dials the instances
+    dialer: ClassVar[str]  # the same, as a sentence names it
+    route_kind: ClassVar[str]  # what a route is to that router
     captures: ClassVar[str]  # the rules that bring traffic to the sidecar
     # A host whose pool becomes empty stays known to the router (answers 503) instead of
     # being dropped (404).
@@ -96,6 +98,8 @@ class Platform:
 class Diego(Platform):
     name = "diego"
     router = "gorouter"
+    dialer = "gorouter"
+    route_kind = "gorouter route"
     captures = "Garden's NetIn DNAT rules from the cell's host ports"
 
     def endpoint(self, s: Scenario, inst: Instance, port: int, service: str = "") -> Endpoint:
@@ -120,6 +124,8 @@ class Diego(Platform):
 class Istio(Platform):
     name = "istio"
     router = "istio ingress gateway"
+    dialer = "the gateway"
+    route_kind = "gateway VirtualService"
     captures = "istio-iptables in every pod (inbound to 15006, outbound to 15001)"
     keeps_empty_routes = True  # Envoy: a VirtualService without ready pods -> 503 no healthy upstream
 
@@ -156,6 +162,8 @@ class Istio(Platform):
 class Bosh(Platform):
     name = "bosh"
     router = "the client VM's local Envoy"
+    dialer = "the local Envoy"
+    route_kind = "local Envoy cluster"
     captures = "the VM's OUTPUT rule redirecting *.boshy VIPs into the local Envoy"
     app_uid = BOSH_JOB_UID
 

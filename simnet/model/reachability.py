@@ -27,6 +27,7 @@ import networkx as nx
 from simnet.model.capture import diego_host_view
 from simnet.model.deployment import Deployment
 from simnet.model.placement import GATEWAY_IP, Instance
+from simnet.model.platform import Bosh, Diego, Istio, Platform
 from simnet.model.envoy import CertFiles, cluster_name, downstream_tls_context
 from simnet.model.interception import istio_config, istio_inbound
 from simnet.model.ports import C2C_TLS_PORT
@@ -308,7 +309,7 @@ class _Builder:
     def sources(self) -> None:
         for sid in SOURCES:
             self.node(sid, "source", SOURCE_LABELS[sid])
-        if self.s.platform == "bosh":
+        if isinstance(self.d.platform, Bosh):
             self.g.nodes["router"]["label"] = "a VM's local Envoy (the routers stand for them)"
             self.g.nodes["peer"]["label"] = "a job on another VM"
             self.g.nodes["local"]["label"] = "a process on the same VM"
@@ -327,13 +328,10 @@ class _Builder:
         self.front = front
 
     def routes(self) -> None:
-        kind = {"diego": "gorouter route", "istio": "gateway VirtualService",
-                "bosh": "local Envoy cluster"}[self.s.platform]
-        dialer = {"diego": "gorouter", "istio": "the gateway", "bosh": "the local Envoy"}[
-            self.s.platform]
+        kind, dialer = self.d.platform.route_kind, self.d.platform.dialer
         for host, endpoints in sorted(self.d.routes.items()):
             rid = self.node(f"route:{host}", "route", f"{kind} {host}", host=host)
-            if self.s.platform != "bosh":
+            if not isinstance(self.d.platform, Bosh):
                 self.edge(self.front, rid, f"request for {host}")
                 if self.front == "external":  # no load balancer: containers call routers too
                     self.edge("peer", rid, f"request for {host}, like any client")
@@ -490,26 +488,26 @@ def deployment_graph(d: Deployment, guids: Iterable[str] | None = None) -> nx.Di
     that hop, if it opens one). ``graph["limits"]`` says what the platform's edges leave out."""
     b = _Builder(d)
     b.sources()
-    platform = d.scenario.platform
+    build = {Diego: b.diego, Istio: b.istio, Bosh: b.bosh}[type(d.platform)]
     for inst in _instances(d, guids):
-        getattr(b, platform)(inst)
+        build(inst)
     b.routes()
-    if platform == "bosh":
+    if isinstance(d.platform, Bosh):
         b.vips()
-    b.g.graph["limits"] = platform_limits(d.scenario)
+    b.g.graph["limits"] = platform_limits(d.platform)
     return b.g
 
 
-def platform_limits(s: Scenario) -> tuple[str, ...]:
+def platform_limits(platform: Platform) -> tuple[str, ...]:
     """What the graph cannot show for the scenario's platform, said plainly."""
-    if s.platform == "diego":
+    if isinstance(platform, Diego):
         return (
             "Processes on the cell VM itself are trusted platform components and not a source.",
             "Paths that need a container-to-container network policy (Silk) or an application "
             "security group to the cell network are listed with that grant: the scenario cannot "
             "grant either, so as written they do not exist.",
         )
-    if s.platform == "istio":
+    if isinstance(platform, Istio):
         return (
             "istio: limited. Every pod reaches every pod IP (the scenario has no Kubernetes "
             "NetworkPolicy); capture follows the pod's istio-iptables rules.",

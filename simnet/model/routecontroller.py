@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from simnet.scenario.route_schema import DEFAULT_NAMESPACE, RouteResource
-from simnet.errors import Loc
+from simnet.errors import Error, Loc
 
 MESH_GATEWAY = "mesh"
 INGRESS_GATEWAY = "cf-system/istio-ingressgateway"  # cf-for-k8s's one Gateway
@@ -44,7 +44,7 @@ class Translation:
     virtual_services: tuple[dict, ...]  # sorted by name
 
 
-class TranslationError(ValueError):
+class TranslationError(Error, ValueError):
     """Routes the RouteController refuses: (index of the route in the input, field, message)."""
 
     def __init__(self, problems: list[tuple[int, Loc, str]]):

@@ -26,9 +26,10 @@ if TYPE_CHECKING:
     from simnet.real.netns import Namespace
 
 STOP_GRACE_S = 5.0
+from simnet.errors import Error
 
 
-class EnvoyError(RuntimeError):
+class EnvoyError(Error, RuntimeError):
     """Envoy rejected a config or did not become ready; ``log`` holds what Envoy printed."""
 
     def __init__(self, message: str, log: str = ""):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from simnet.errors import Error
 from simnet.model import pki
 from simnet.model.certpath import PathError, Verifier
 from simnet.model.handshake import Client
@@ -62,7 +63,7 @@ _GO_ERRORS = {
 _VERSIONS = {"TLS 1.2": "TLSv1.2", "TLS 1.3": "TLSv1.3"}
 
 
-class GoError(RuntimeError):
+class GoError(Error, RuntimeError):
     """The Go toolchain is missing or the probe did not build or run."""
 
 

@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 
+from simnet.errors import Error
 from simnet.model.addresses import DEFAULT_IF
 from simnet.model.packet import Connection, Outcome
 from simnet.real.netns import Namespace, NetnsError, Topology, setns
@@ -62,7 +63,7 @@ class RulesError(NetnsError):
     """``iptables-restore`` rejected the rules; the message has its stderr and the numbered input."""
 
 
-class ProbeError(RuntimeError):
+class ProbeError(Error, RuntimeError):
     """The probe itself is wrong (no listener where the connection went, a connection the
     topology cannot make): a bug in the test, never a netfilter verdict."""
 

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Self
 
+from simnet.errors import Error
 from simnet.model.addresses import (
     BENCHMARK_NET,
     CONTAINER_GATEWAY,
@@ -53,7 +54,7 @@ _live_lock = threading.Lock()
 _owner_pid = os.getpid()
 
 
-class NetnsError(RuntimeError):
+class NetnsError(Error, RuntimeError):
     """A namespace could not be created, configured, entered or removed; says which and why."""
 
 

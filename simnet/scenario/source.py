@@ -17,7 +17,7 @@ from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from ruamel.yaml.reader import ReaderError
 from ruamel.yaml.scalarbool import ScalarBoolean
 
-from simnet.errors import Loc, Problem, SimnetError
+from simnet.errors import Error, Loc, Problem, SimnetError
 
 __all__ = [
     "MERGE_TAG", "AliasCycle", "Loc", "SourceMap", "duplicate_keys", "plain", "relative_to",
@@ -198,7 +198,7 @@ def yaml_documents(text: str, file: str) -> list[Any]:
 # --- plain data ---------------------------------------------------------------------------
 
 
-class AliasCycle(Exception):
+class AliasCycle(Error):
     """An alias refers to a mapping or list that contains it: the data has no plain form.
     ``loc`` is where the alias is."""
 

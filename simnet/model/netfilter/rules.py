@@ -8,10 +8,11 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from simnet.errors import Error
 from simnet.model.netfilter.matches import FULL_MASK, Match
 
 
-class RuleError(Exception):
+class RuleError(Error):
     """A token the parser cannot accept; turned into a located ``Problem`` by the caller."""
 
     def __init__(self, token: str, message: str):
