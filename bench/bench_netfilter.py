@@ -77,7 +77,8 @@ def main() -> None:
 
     best = {"rewalk_text": 0.0, "naive": 0.0, "compiled": 0.0}
     for _ in range(repeats):
-        best["rewalk_text"] = max(best["rewalk_text"], rate(lambda c: trace(nf.load(text, name), c), conns, max(n // 50, 200)))
+        best["rewalk_text"] = max(best["rewalk_text"],
+                                  rate(lambda c: trace(nf.load(text, name), c), conns, max(n // 50, 200)))
         best["naive"] = max(best["naive"], rate(lambda c: trace(rs, c), conns, n // 5))
         best["compiled"] = max(best["compiled"], rate(compiled.trace, conns, n))
 

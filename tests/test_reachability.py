@@ -227,7 +227,8 @@ def test_container_to_container_policy_bypasses_the_router_certificate():
     d, r = _answer(s)
     (pr,) = _app_ports(r)
     granted = [a for a in pr.by("peer", grants=True) if a.needs.grants == (C2C_POLICY,)]
-    assert sorted(a.name for a in granted) == ["C2C TLS 61443 -> app port 8080", "TLS proxy 61001 -> app port 8080", "app port 8080"]
+    assert sorted(a.name for a in granted) == ["C2C TLS 61443 -> app port 8080",
+                                               "TLS proxy 61001 -> app port 8080", "app port 8080"]
     policy = Client(grants=frozenset({C2C_POLICY}))
     assert [a.name for a in granted if a.admits(policy)] == ["app port 8080"]
     c2c = next(a for a in granted if "61443" in a.name)

@@ -33,7 +33,8 @@ def check(
     client_cert: Annotated[Path | None, typer.Option(help="The router's client certificate chain (PEM).")] = None,
     client_key: Annotated[Path | None, typer.Option(help="The router's client key (PEM).")] = None,
     require_client_cert: Annotated[bool, typer.Option(help=
-        "The sidecar requires a client certificate (containers.proxy.require_and_verify_client_certificates).")] = False,
+        "The sidecar requires a client certificate "
+        "(containers.proxy.require_and_verify_client_certificates).")] = False,
     client_ca: Annotated[Path | None, typer.Option(help=
         "CAs the sidecar trusts for client certificates (containers.proxy.trusted_ca_certificates).")] = None,
     verify_client_san: Annotated[list[str], typer.Option(help=

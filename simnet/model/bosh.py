@@ -2,13 +2,14 @@
 to the names, virtual IPs, Envoy listeners and clusters every VM gets.
 
 As rosenhouse/istio's BOSH registry (``pilot/pkg/serviceregistry/bosh``) does, each exposed
-port of a job (``scenario.bosh_schema.exposed_services``) becomes a port of the service ``<job>.<instance group>.<deployment>.boshy``,
-whose endpoints are every VM of the group at that port. The VIP/DNS agent resolves each name
-to a VIP in 169.254.255.0/24 (``capture.boshy_vips``); the VM's egress rule sends TCP for
-those VIPs into its Envoy on 15001 (``capture.bosh_vip_rules``); Envoy matches the original
-destination VIP:port and balances round robin over the cluster. The prototype served Pilot's
-v1 API (listeners ``tcp_<VIP>_<port>`` behind the ``virtual`` listener, clusters
-``out.<name>|<port name>``); ``vm_bootstrap`` writes the same as an Envoy v3 bootstrap.
+port of a job (``scenario.bosh_schema.exposed_services``) becomes a port of the service
+``<job>.<instance group>.<deployment>.boshy``, whose endpoints are every VM of the group at
+that port. The VIP/DNS agent resolves each name to a VIP in 169.254.255.0/24
+(``capture.boshy_vips``); the VM's egress rule sends TCP for those VIPs into its Envoy on 15001
+(``capture.bosh_vip_rules``); Envoy matches the original destination VIP:port and balances
+round robin over the cluster. The prototype served Pilot's v1 API (listeners
+``tcp_<VIP>_<port>`` behind the ``virtual`` listener, clusters ``out.<name>|<port name>``);
+``vm_bootstrap`` writes the same as an Envoy v3 bootstrap.
 """
 
 from __future__ import annotations

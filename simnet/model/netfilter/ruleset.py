@@ -216,7 +216,8 @@ def _misplaced_rules(rs: Ruleset, source: str) -> Iterator[Problem]:
                 t = r.target
                 if t and t.name in TARGET_TABLES and tname not in TARGET_TABLES[t.name]:
                     yield Problem(source, r.line, t.name,
-                                  f"target {t.name} is only valid in the {'/'.join(sorted(TARGET_TABLES[t.name]))} table")
+                                  f"target {t.name} is only valid in the "
+                                  f"{'/'.join(sorted(TARGET_TABLES[t.name]))} table")
                 bad = hooks[chain.name] - TARGET_HOOKS.get(t.name, hooks[chain.name]) if t else set()
                 if bad:
                     yield Problem(source, r.line, t.name,
