@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Literal, Union
 
 from simnet import lenses
-from simnet.model.capture import bosh_vip_rules, diego_netin_rules, istio_capture
 from simnet.model.deployment import Deployment
-from simnet.model.interception import BOSH_PROXY_PORT, compiled_rules, istio_config
+from simnet.model.interception import compiled_rules
 from simnet.model.placement import CELL_NET, GATEWAY_IP, Instance
+from simnet.model.platform import CaptureRules as Rules
 from simnet.model.platform import Bosh, Diego, Istio
 from simnet.model.memory import recommended_allocation_mb
 from simnet.model.netfilter import Ruleset, load
@@ -144,38 +144,13 @@ class Capture:
     rules: tuple[str, ...]  # table/CHAIN#n of every rule that matched, in order
 
 
-@dataclass(frozen=True)
-class Rules:
-    """A ruleset the platform installs, named, with the port its Envoy captures onto."""
-
-    name: str
-    text: str
-    proxy_ports: frozenset[int]
-    where: str  # the instance (or "every pod") it stands for
-
-
 def platform_rules(scenario: ScenarioLike) -> tuple[Rules, ...]:
     """The capture rulesets a deployment installs: Istio's per pod (all pods alike), the BOSH
     prototype's VIP rule per VM, Garden's NetIn DNAT rules per Diego container (one per app)."""
     d = deployment_of(scenario)
     if isinstance(d.platform, Diego):
-        return tuple(_instance_rules(d, i) for i in running_instances(d).values())
-    return (_instance_rules(d, None),)
-
-
-def _instance_rules(d: Deployment, inst: Instance | None) -> Rules:
-    """The rules in front of one instance (every pod or VM alike outside Diego)."""
-    match d.platform:
-        case Istio():
-            c = istio_config(d.scenario)
-            return Rules("istio-iptables (pod)", istio_capture(c).v4,
-                         frozenset({int(c.ProxyPort), int(c.InboundCapturePort)}), "every pod")
-        case Bosh():
-            return Rules("bosh VIP capture (VM)", bosh_vip_rules(BOSH_PROXY_PORT),
-                         frozenset({BOSH_PROXY_PORT}), "every VM with the Envoy add-on")
-    return Rules(f"garden netin (cell {inst.cell})", diego_netin_rules(inst),
-                 frozenset(m.proxy for m in inst.proxy.mappings) if inst.proxy else frozenset(),
-                 f"{inst.app}/{inst.index}")
+        return tuple(d.platform.capture_rules(d.scenario, i) for i in running_instances(d).values())
+    return (d.platform.capture_rules(d.scenario, None),)
 
 
 def capture(scenario: ScenarioLike, app: str, port: int, *,
@@ -187,7 +162,7 @@ def capture(scenario: ScenarioLike, app: str, port: int, *,
     (as ``uid``, default the app's) to ``dst:port``."""
     d = deployment_of(scenario)
     inst = _first(d, app)
-    rules = _instance_rules(d, inst)
+    rules = d.platform.capture_rules(d.scenario, inst)
     conn = _connection(d, inst, port, direction, d.platform.uid(d.scenario.app(app))
                        if uid is None else uid, dst)
     return trace_capture(rules, conn)

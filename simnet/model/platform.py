@@ -1,6 +1,6 @@
 """The three platforms as objects: each answers, for a scenario, where a router reaches an
 instance, what answers at an instance's addresses, what happens to a route with no
-instances, what captures traffic into the sidecar and who terminates TLS.
+instances, what captures traffic into the sidecar (its rules) and who terminates TLS.
 
 Diego (cloudfoundry/executor, gorouter): routers dial the cell's host port, DNATed by Garden's
 NetIn rules to the sidecar's TLS proxy port; gorouter drops a route whose pool is empty (404).
@@ -17,13 +17,24 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from simnet.errors import Loc
+from simnet.model.capture import bosh_vip_rules, diego_netin_rules, istio_capture
 from simnet.model.gateway import gateway_destinations
-from simnet.model.interception import (BOSH_JOB_UID, CONTAINER_APP_UID, CapturedPath,
+from simnet.model.interception import (BOSH_JOB_UID, BOSH_PROXY_PORT, CONTAINER_APP_UID, CapturedPath,
                                        bosh_client, bosh_vip, istio_config, istio_inbound)
 from simnet.model.placement import CELL_NET, GATEWAY_IP, Address, Endpoint, Instance, Listener, Weights
 from simnet.model.tls import Verdict, backend_verdicts, gateway_verdicts
 from simnet.scenario.schema import App, Scenario
 
+
+
+@dataclass(frozen=True)
+class CaptureRules:
+    """A ruleset the platform installs, named, with the ports its Envoy captures onto."""
+
+    name: str
+    text: str
+    proxy_ports: frozenset[int]
+    where: str  # the instance (or "every pod") it stands for
 
 
 @dataclass(frozen=True)
@@ -43,7 +54,6 @@ class Platform:
     router: ClassVar[str]  # what dials the instances
     dialer: ClassVar[str]  # the same, as a sentence names it
     route_kind: ClassVar[str]  # what a route is to that router
-    captures: ClassVar[str]  # the rules that bring traffic to the sidecar
     # A host whose pool becomes empty stays known to the router (answers 503) instead of
     # being dropped (404).
     keeps_empty_routes: ClassVar[bool] = False
@@ -94,13 +104,17 @@ class Platform:
         """Whether the sidecar terminates the router's TLS (else the app answers in plain)."""
         return s.proxy.enabled and s.routers.backends.enabled
 
+    def capture_rules(self, s: Scenario, inst: Instance | None) -> CaptureRules:
+        """What captures traffic into the sidecar: the rules in front of ``inst`` (outside
+        Diego every pod or VM has the same, and ``inst`` may be None)."""
+        raise NotImplementedError
+
 
 class Diego(Platform):
     name = "diego"
     router = "gorouter"
     dialer = "gorouter"
     route_kind = "gorouter route"
-    captures = "Garden's NetIn DNAT rules from the cell's host ports"
 
     def endpoint(self, s: Scenario, inst: Instance, port: int, service: str = "") -> Endpoint:
         tls = s.routers.backends.enabled and inst.proxy is not None
@@ -120,13 +134,19 @@ class Diego(Platform):
                 "only TLS proxy ports, so routers have no plain port to reach"
             )
 
+    def capture_rules(self, s: Scenario, inst: Instance | None) -> CaptureRules:
+        """Garden's NetIn DNAT rules for the container's host ports (one ruleset per instance)."""
+        return CaptureRules(
+            f"garden netin (cell {inst.cell})", diego_netin_rules(inst),
+            frozenset(m.proxy for m in inst.proxy.mappings) if inst.proxy else frozenset(),
+            f"{inst.app}/{inst.index}")
+
 
 class Istio(Platform):
     name = "istio"
     router = "istio ingress gateway"
     dialer = "the gateway"
     route_kind = "gateway VirtualService"
-    captures = "istio-iptables in every pod (inbound to 15006, outbound to 15001)"
     keeps_empty_routes = True  # Envoy: a VirtualService without ready pods -> 503 no healthy upstream
 
     def endpoint(self, s: Scenario, inst: Instance, port: int, service: str = "") -> Endpoint:
@@ -158,13 +178,18 @@ class Istio(Platform):
     def verdicts(self, s: Scenario) -> dict[tuple[bool, bool], Verdict]:
         return gateway_verdicts(s)
 
+    def capture_rules(self, s: Scenario, inst: Instance | None) -> CaptureRules:
+        """istio-iptables in every pod: inbound to 15006, outbound to 15001."""
+        c = istio_config(s)
+        return CaptureRules("istio-iptables (pod)", istio_capture(c).v4,
+                            frozenset({int(c.ProxyPort), int(c.InboundCapturePort)}), "every pod")
+
 
 class Bosh(Platform):
     name = "bosh"
     router = "the client VM's local Envoy"
     dialer = "the local Envoy"
     route_kind = "local Envoy cluster"
-    captures = "the VM's OUTPUT rule redirecting *.boshy VIPs into the local Envoy"
     app_uid = BOSH_JOB_UID
 
     def own_address(self, inst: Instance) -> str:
@@ -186,6 +211,11 @@ class Bosh(Platform):
 
     def terminates_tls(self, s: Scenario) -> bool:
         return False  # plain TCP from the job through its VM's Envoy to the instance
+
+    def capture_rules(self, s: Scenario, inst: Instance | None) -> CaptureRules:
+        """The VM's OUTPUT rule redirecting ``*.boshy`` VIPs into the local Envoy."""
+        return CaptureRules("bosh VIP capture (VM)", bosh_vip_rules(BOSH_PROXY_PORT),
+                            frozenset({BOSH_PROXY_PORT}), "every VM with the Envoy add-on")
 
 
 PLATFORMS: dict[str, Platform] = {p.name: p for p in (Diego(), Istio(), Bosh())}
