@@ -320,7 +320,7 @@ def memory_headroom(scenario: ScenarioLike, peak_connections: int | None = None)
         envoy = fp.memory_mb(peak)
         out.append(Headroom(
             i.app, peak, round(envoy, 3), d.additional_mb, round(d.additional_mb - envoy, 3),
-            round(i.quota_mb - i.base_used_mb - envoy, 3), envoy <= d.additional_mb,
+            round(i.envoy_limit_mb - envoy, 3), envoy <= d.additional_mb,
             recommended_allocation_mb(fp, peak), fp.connections_until(d.additional_mb)))
     return Records(out)
 
