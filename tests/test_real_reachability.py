@@ -24,13 +24,10 @@ from pathlib import Path
 import pytest
 
 from simnet.model import pki
-from simnet.model.capture import diego_netin_rules
 from simnet.model.deployment import derive
-from simnet.model.envoy import CertFiles, sidecar_bootstrap
 from simnet.model.reachability import Client, PortReach, Target, reachability
-from simnet.real.envoy import EnvoyProcess
-from simnet.real.netfilter import load_rules
 from simnet.real.netns import CellTopology, list_namespaces
+from simnet.real.realize import Realization, realize
 from simnet.real.reach import EchoServer, RoundTrip, round_trip
 from simnet.scenario.schema import Scenario
 from simnet.real.tls import write_credential
@@ -71,33 +68,20 @@ def scenario(proxy: dict) -> Scenario:
 
 @dataclass(frozen=True)
 class Credentials:
-    files: CertFiles
     identity_ca: str  # PEM file the router trusts for backends
     clients: dict[str, tuple[str, str] | None]  # CLIENTS key -> (chain file, key file)
 
 
-def credentials(directory: Path, s: Scenario, guid: str, container_ip: str) -> Credentials:
-    """The instance identity, the trust bundle of the CAs the sidecar trusts, and one client
-    certificate per CLIENTS entry, from CAs named as the scenario names them."""
+def credentials(directory: Path, real: Realization) -> Credentials:
+    """One client certificate per CLIENTS entry, from the CAs the realization made as the
+    scenario names them (a stranger's CA made here), and the identity CA gorouter trusts."""
     now = datetime.now(timezone.utc) - timedelta(minutes=1)
-    cas = {name: pki.make_ca(name, now=now)
-           for name in {s.cells.instance_identity_ca, ROUTER_CA, STRANGER_CA,
-                        *s.proxy.trusted_ca_certificates}}
-
-    def write(name: str, pair: pki.KeyPair) -> tuple[str, str]:
-        return write_credential(directory, name, pair)
-
-    identity = write("identity", pki.instance_identity(cas[s.cells.instance_identity_ca], guid,
-                                                       container_ip, now=now))
-    (directory / "trusted.crt").write_bytes(
-        pki.bundle_pem(*(cas[n] for n in s.proxy.trusted_ca_certificates)))
-    (directory / "identity-ca.crt").write_bytes(pki.cert_pem(cas[s.cells.instance_identity_ca]))
+    cas = {**real.authorities, STRANGER_CA: pki.make_ca(STRANGER_CA, now=now)}
     clients = {}
     for name, c in CLIENTS.items():
-        clients[name] = None if c.cert_ca is None else write(
-            name, pki.client_certificate(cas[c.cert_ca], name, c.cert_san, now=now))
-    return Credentials(CertFiles(*identity, str(directory / "trusted.crt")),
-                       str(directory / "identity-ca.crt"), clients)
+        clients[name] = None if c.cert_ca is None else write_credential(
+            directory, name, pki.client_certificate(cas[c.cert_ca], name, c.cert_san, now=now))
+    return Credentials(real.ca_file(real.deployment.scenario.cells.instance_identity_ca), clients)
 
 
 def context(creds: Credentials, name: str) -> ssl.SSLContext | None:
@@ -154,52 +138,49 @@ def test_real_cell_answers_as_the_model_does(case, tmp_path):
     d = derive(s)
     inst = d.instance(d.running[0])
     answer = reachability(d, guids=[inst.guid])
-    creds = credentials(tmp_path, s, inst.guid, inst.container_ip)
-    bootstrap = sidecar_bootstrap(inst.proxy, guid=inst.guid, proxy=s.proxy, cert_files=creds.files,
-                                  app_address=inst.container_ip)
-    topo = CellTopology(inst.cell_ip, inst.container_ip)
-    names = {ns.name for ns in topo.namespaces}
     processes = [p.target for p in answer.ports if p.target.kind in ("app-port", "sidecar-port")]
-    with topo, ExitStack() as stack:
+    with realize(d, tmp_path, guids=[inst.guid]) as real, ExitStack() as stack:
+        creds = credentials(tmp_path, real)
+        sc = real.start(inst.guid)  # the cell's NetIn rules, the real Envoy in the container
+        topo, envoy = sc.cell, sc.envoy
+        names = {ns.name for ns in topo.namespaces}
         for t in processes:  # the app and its sidecar, listening on every interface
             stack.enter_context(EchoServer(topo.container, t.port, process_name(t.kind, t.port)))
-        load_rules(topo.cell, diego_netin_rules(inst))
-        with EnvoyProcess(bootstrap, namespace=topo.container) as envoy:
-            pid = envoy.pid  # Envoy runs in the container's network namespace
-            assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(topo.container.path).st_ino
-            expected, real = {}, {}
-            for pr in answer.ports:
-                t = pr.target
-                for who, ns, openers, candidates in (
-                        ("router", topo.router, {"router"},
-                         [(inst.cell_ip, t.port), (inst.container_ip, t.port)]),
-                        ("container", topo.container, {"local"}, [])):
-                    for (addr, client), ok in expectations(pr, openers, candidates).items():
-                        key = (t.label, who, f"{addr[0]}:{addr[1]}", client)
-                        expected[key] = ok
-                        trip = round_trip(ns, addr, context(creds, client),
-                                          server_hostname=inst.guid)
-                        real[key] = reached(t, trip)
-            assert real == expected, "\n".join(
-                f"{k}: model {expected[k]}, real {real[k]}" for k in expected
-                if real[k] != expected[k])
-            # the properties seed 002 promises, seen for real
-            app = next(pr for pr in answer.ports if pr.target.kind == "app-port")
-            from_router = {k: v for k, v in real.items() if k[0] == app.target.label
-                           and k[1] == "router" and v}
-            clients = {k[3] for k in from_router}
-            if s.proxy.require_and_verify_client_certificates:
-                assert clients == {"router-cert"} | (
-                    set() if s.proxy.verify_subject_alt_name else {"router-ca-other-san"})
-            if not s.proxy.enable_unproxied_port_mappings:
-                assert "plain" not in clients
-                assert inst.host_ports.get(8080) is None
-            else:
-                assert "plain" in clients
-            for pr in answer.ports:
-                if pr.target.kind in ("sidecar-port", "envoy-admin"):
-                    sources = {k[1] for k, v in real.items() if k[0] == pr.target.label and v}
-                    assert sources == {"container"}, pr.target
+        pid = envoy.pid  # Envoy runs in the container's network namespace
+        assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(topo.container.path).st_ino
+        expected, real_trips = {}, {}
+        for pr in answer.ports:
+            t = pr.target
+            for who, ns, openers, candidates in (
+                    ("router", topo.router, {"router"},
+                     [(inst.cell_ip, t.port), (inst.container_ip, t.port)]),
+                    ("container", topo.container, {"local"}, [])):
+                for (addr, client), ok in expectations(pr, openers, candidates).items():
+                    key = (t.label, who, f"{addr[0]}:{addr[1]}", client)
+                    expected[key] = ok
+                    trip = round_trip(ns, addr, context(creds, client),
+                                      server_hostname=inst.guid)
+                    real_trips[key] = reached(t, trip)
+        assert real_trips == expected, "\n".join(
+            f"{k}: model {expected[k]}, real {real_trips[k]}" for k in expected
+            if real_trips[k] != expected[k])
+        # the properties seed 002 promises, seen for real
+        app = next(pr for pr in answer.ports if pr.target.kind == "app-port")
+        from_router = {k: v for k, v in real_trips.items() if k[0] == app.target.label
+                       and k[1] == "router" and v}
+        clients = {k[3] for k in from_router}
+        if s.proxy.require_and_verify_client_certificates:
+            assert clients == {"router-cert"} | (
+                set() if s.proxy.verify_subject_alt_name else {"router-ca-other-san"})
+        if not s.proxy.enable_unproxied_port_mappings:
+            assert "plain" not in clients
+            assert inst.host_ports.get(8080) is None
+        else:
+            assert "plain" in clients
+        for pr in answer.ports:
+            if pr.target.kind in ("sidecar-port", "envoy-admin"):
+                sources = {k[1] for k, v in real_trips.items() if k[0] == pr.target.label and v}
+                assert sources == {"container"}, pr.target
     assert envoy.pid is None and not _alive(pid), "Envoy outlived its context"
     assert not names & set(list_namespaces())
 
@@ -208,16 +189,14 @@ def test_envoy_in_a_namespace_is_stopped_even_when_the_body_raises(tmp_path):
     s = scenario(CASES["mtls-no-unproxied"])
     d = derive(s)
     inst = d.instance(d.running[0])
-    creds = credentials(tmp_path, s, inst.guid, inst.container_ip)
-    bootstrap = sidecar_bootstrap(inst.proxy, guid=inst.guid, proxy=s.proxy, cert_files=creds.files)
-    topo = CellTopology(inst.cell_ip, inst.container_ip)
     with pytest.raises(RuntimeError, match="boom"):
-        with topo, EnvoyProcess(bootstrap, namespace=topo.container) as envoy:
-            pid = envoy.pid
+        with realize(d, tmp_path, guids=[inst.guid]) as real:
+            sc = real.start(inst.guid)
+            envoy, names, pid = sc.envoy, {ns.name for ns in sc.cell.namespaces}, sc.envoy.pid
             assert envoy.admin_get("/ready").strip() == "LIVE"
             raise RuntimeError("boom")
     assert not _alive(pid) and envoy.pid is None
-    assert not {ns.name for ns in topo.namespaces} & set(list_namespaces())
+    assert not names & set(list_namespaces())
 
 
 def test_cell_topology_refuses_addresses_outside_the_benchmark_range():
