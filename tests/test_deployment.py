@@ -160,3 +160,29 @@ routers: {{backends: {{enabled: {proxy}}}}}
     (inst,) = without.instances
     (ep,) = without.routes["a.example.com"]
     assert next(p for p, h in inst.host_ports.items() if h == ep.address[1]) == 8080
+
+
+def test_each_platform_answers_what_differs():
+    """The platform objects (model.platform) hold what string branches used to: the empty-pool
+    rule (gorouter and the BOSH pilot drop a host with no instances, 404; Istio keeps the
+    VirtualService, 503), the default uid (vcap 2000 in a cflinuxfs container, 1000 on a
+    stemcell), whose address a job has, and who dials."""
+    from simnet.model.platform import PLATFORMS, Bosh, Diego, Istio, platform_of
+    from simnet.scenario.schema import App
+
+    assert {p: PLATFORMS[p].keeps_empty_routes for p in PLATFORMS} == {
+        "diego": False, "istio": True, "bosh": False}
+    app, own = App(name="a"), App(name="b", uid=4242)
+    assert [PLATFORMS[p].uid(app) for p in ("diego", "istio", "bosh")] == [2000, 2000, 1000]
+    assert all(p.uid(own) == 4242 for p in PLATFORMS.values())
+    for text, kind in (("platform: diego", Diego), ("platform: istio", Istio),
+                       ("platform: bosh", Bosh)):
+        s, _ = load_text(f"name: p\n{text}\ncells: {{count: 1, memory_mb: 4096}}\n"
+                         "apps: [{name: a}]\nroutes: [{host: a.example.com, app: a}]\n")
+        d = derive(s)
+        assert isinstance(d.platform, kind) and platform_of(s) is d.platform
+        inst = d.instances[0]
+        assert d.platform.own_address(inst) == (inst.cell_ip if kind is Bosh else inst.container_ip)
+        [ep] = d.routes["a.example.com"]
+        assert ep == d.platform.endpoint(s, inst, s.routes[0].port, ep.service)
+        assert ep.tls == (kind is not Bosh)  # the BOSH prototype dials in plain TCP

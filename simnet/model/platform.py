@@ -12,6 +12,7 @@ into the local Envoy, which dials the instance in plain TCP.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
@@ -24,7 +25,6 @@ from simnet.model.interception import (BOSH_JOB_UID, BOSH_PROXY_PORT, CONTAINER_
 from simnet.model.placement import CELL_NET, GATEWAY_IP, Address, Endpoint, Instance, Listener, Weights
 from simnet.model.tls import Verdict, backend_verdicts, gateway_verdicts
 from simnet.scenario.schema import App, Scenario
-
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class RouteTable:
     weights: dict[str, Weights]
 
 
-class Platform:
+class Platform(ABC):
     """What differs between platforms, asked by derive, the simulator, the questions and the
     analysis instead of branching on ``scenario.platform``."""
 
@@ -67,9 +67,9 @@ class Platform:
         """The address an instance's processes have."""
         return inst.container_ip
 
+    @abstractmethod
     def endpoint(self, s: Scenario, inst: Instance, port: int, service: str = "") -> Endpoint:
         """Where a router reaches ``port`` of an instance."""
-        raise NotImplementedError
 
     def listeners(self, s: Scenario, inst: Instance) -> Iterator[tuple[Address, Listener]]:
         """Every address reachable from the routers that lands in this instance's container."""
@@ -104,10 +104,10 @@ class Platform:
         """Whether the sidecar terminates the router's TLS (else the app answers in plain)."""
         return s.proxy.enabled and s.routers.backends.enabled
 
+    @abstractmethod
     def capture_rules(self, s: Scenario, inst: Instance | None) -> CaptureRules:
         """What captures traffic into the sidecar: the rules in front of ``inst`` (outside
         Diego every pod or VM has the same, and ``inst`` may be None)."""
-        raise NotImplementedError
 
 
 class Diego(Platform):
