@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 
 from simnet.errors import SimnetError
-from simnet.model.deployment import derive
+from simnet.model.deployment import DeriveError, derive
 from simnet.model.memory import recommended_allocation_mb, seed_rule_mb
 from simnet.lenses import load_and_derive
 from simnet.scenario.load import load_text
@@ -175,14 +175,25 @@ def test_each_platform_answers_what_differs():
     app, own = App(name="a"), App(name="b", uid=4242)
     assert [PLATFORMS[p].uid(app) for p in ("diego", "istio", "bosh")] == [2000, 2000, 1000]
     assert all(p.uid(own) == 4242 for p in PLATFORMS.values())
-    for text, kind in (("platform: diego", Diego), ("platform: istio", Istio),
-                       ("platform: bosh", Bosh)):
+    for text, kind, host in (("platform: diego", Diego, "a.example.com"),
+                             ("platform: istio", Istio, "a.example.com"),
+                             ("platform: bosh", Bosh, "a.web.dep.boshy")):
         s, _ = load_text(f"name: p\n{text}\ncells: {{count: 1, memory_mb: 4096}}\n"
-                         "apps: [{name: a}]\nroutes: [{host: a.example.com, app: a}]\n")
+                         f"apps: [{{name: a}}]\nroutes: [{{host: {host}, app: a}}]\n")
         d = derive(s)
         assert isinstance(d.platform, kind) and platform_of(s) is d.platform
         inst = d.instances[0]
         assert d.platform.own_address(inst) == (inst.cell_ip if kind is Bosh else inst.container_ip)
-        [ep] = d.routes["a.example.com"]
+        [ep] = d.routes[host]
         assert ep == d.platform.endpoint(s, inst, s.routes[0].port, ep.service)
         assert ep.tls == (kind is not Bosh)  # the BOSH prototype dials in plain TCP
+
+
+def test_a_bosh_route_to_a_name_that_is_not_boshy_is_a_located_error():
+    """Found by the platform test: such a host crashed derive with a KeyError."""
+    s, _ = load_text("name: p\nplatform: bosh\ncells: {count: 1, memory_mb: 4096}\n"
+                     "apps: [{name: a}]\nroutes: [{host: a.example.com, app: a}]\n")
+    with pytest.raises(DeriveError) as e:
+        derive(s)
+    [(loc, message)] = e.value.problems
+    assert loc == ("routes", 0, "host") and ".boshy" in message

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from simnet.errors import Loc
-from simnet.model.capture import bosh_vip_rules, diego_netin_rules, istio_capture
+from simnet.model.capture import BOSHY_SUFFIX, bosh_vip_rules, diego_netin_rules, istio_capture
 from simnet.model.gateway import gateway_destinations
 from simnet.model.interception import (BOSH_JOB_UID, BOSH_PROXY_PORT, CONTAINER_APP_UID, CapturedPath,
                                        bosh_client, bosh_vip, istio_config, istio_inbound)
@@ -194,6 +194,13 @@ class Bosh(Platform):
 
     def own_address(self, inst: Instance) -> str:
         return inst.cell_ip  # a job runs on its VM, with the VM's address
+
+    def configuration_problems(self, s: Scenario) -> Iterator[tuple[Loc, str]]:
+        for k, r in enumerate(s.routes):
+            if not r.host.endswith(BOSHY_SUFFIX):
+                yield ("routes", k, "host"), (
+                    f"{r.host!r}: a BOSH job reaches another through a "
+                    f"<job>.<instance group>.<deployment>{BOSHY_SUFFIX} name")
 
     def endpoint(self, s: Scenario, inst: Instance, port: int, service: str = "") -> Endpoint:
         # The client VM's own Envoy dials the instance directly (the prototype has no mTLS).
