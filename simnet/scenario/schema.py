@@ -197,6 +197,14 @@ class App(Strict):
     env: dict[str, str | int] = Field(default_factory=dict)
     sidecars: list[Sidecar] = Field(default_factory=list)
     service_time: Latency = Field(default_factory=lambda: constant(5.0))
+    concurrency: int = Field(
+        default=200, ge=1, le=100_000, description="Requests one instance serves at once (its "
+        "worker threads or processes); a request holds a worker for its service_time. Default "
+        "200: Tomcat's maxThreads, the Java buildpack's app server.")
+    queue_limit: int = Field(
+        default=100, ge=0, le=1_000_000, description="Requests that wait for a worker (the "
+        "listen backlog); beyond it the connection is refused, which the router sees as a dial "
+        "error. Default 100: Tomcat's acceptCount.")
     start_s: float = Field(
         default=0.0, ge=0, description="When `cf push` starts the app's instances; routes to it "
         "have no endpoints until then (and until the change has propagated).")

@@ -33,6 +33,8 @@ class InstanceSeries:
     peak_memory_mb: float = 0.0
     connections_opened: int = 0
     oom_kills: int = 0
+    refused: int = 0  # requests the app refused: every worker busy and its accept queue full
+    peak_queue: int = 0  # the most requests that waited for a worker at once
     envoy_limit_mb: float | None = None  # Instance.envoy_limit_mb
     app_quota_mb: float | None = None  # Instance.app_quota_mb
     instance: Instance | None = None  # the derived instance, when the series comes from a run
@@ -155,6 +157,7 @@ class Metrics:
                  "quota_mb": i.quota_mb, "peak_connections": i.peak_connections,
                  "peak_memory_mb": round(i.peak_memory_mb, 6),
                  "connections_opened": i.connections_opened, "oom_kills": i.oom_kills,
+                 "refused": i.refused, "peak_queue": i.peak_queue,
                  "envoy_limit_mb": i.envoy_limit_mb,
                  "reported_memory_mb": None if (r := i.reported_peak_mb) is None
                  else round(r, 6)}

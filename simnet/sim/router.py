@@ -190,12 +190,22 @@ class Router:
                 metrics.misdelivered += 1
                 metrics.misdelivered_per_bin[metrics.bin_of(env.now)] += 1
             inner = self.s2a() + extra["sidecar_to_app"]
+            service_s = sc.service()
             if self.least_conn:
                 self.busy[addr] = self.busy.get(addr, 0) + 1
-                yield env.timeout(inner + sc.service() + upstream_s + out + inner)
+            yield env.timeout(inner)
+            accepted = yield from sc.serve(service_s, epoch)
+            if accepted:
+                yield env.timeout(upstream_s + out + inner)
+            if self.least_conn:
                 self.busy[addr] -= 1
-            else:
-                yield env.timeout(inner + sc.service() + upstream_s + out + inner)
+            if not accepted:
+                # every worker busy and the accept queue full: the app refused the connection,
+                # a dial error to gorouter (retried on another endpoint)
+                sc.close(env.now, epoch)
+                status = Verdict.DIAL_FAILED.status
+                tried = (tried or []) + [ep]
+                continue
             if not (sc.alive and sc.epoch == epoch):
                 return Verdict.DIAL_FAILED.status  # the instance died mid-request
             if self.generation != generation:  # the router restarted while serving this

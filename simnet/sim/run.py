@@ -40,9 +40,11 @@ class Network:
                    for a in s.apps}
         self.sidecars: dict[str, Sidecar] = {}
         for inst in deployment.instances:
+            app = s.app(inst.app)
             self.sidecars[inst.guid] = Sidecar(
                 InstanceSeries.of(inst), inst.envoy, inst.base_used_mb, metrics.bins,
-                metrics.bin_s, service[inst.app])
+                metrics.bin_s, service[inst.app], env=env, concurrency=app.concurrency,
+                queue_limit=app.queue_limit)
         self.listeners: dict[Address, tuple[Sidecar, Listener]] = {}
         self.expired: set[str] = set()  # instances whose identity certificate has expired
         # latency_spike faults: extra seconds on each hop now (each crossing pays it)

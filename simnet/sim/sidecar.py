@@ -1,8 +1,16 @@
-"""A running app instance as the network sees it: its Envoy sidecar and the app behind it."""
+"""A running app instance as the network sees it: its Envoy sidecar and the app behind it.
+
+The app has a capacity: ``concurrency`` workers, each holding a request for its service time,
+and an accept queue of ``queue_limit`` places (the listen backlog); a request that finds every
+worker busy and the queue full is refused, as the kernel refuses a connection when the backlog
+is full. Waiting requests get a worker in arrival order (FIFO), so one instance is an
+M/G/c/c+K queue: Erlang C (M/M/c) and Pollaczek-Khinchine (M/G/1) are its oracles in the tests.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Generator
 
 from simnet.model.memory import KB_PER_MB, Footprint
 from simnet.sim.metrics import InstanceSeries
@@ -47,11 +55,17 @@ class Sidecar:
 
     __slots__ = ("guid", "app", "alive", "epoch", "conns", "highwater", "base_mb", "per_conn_mb",
                  "limit_mb", "used_mb", "series", "g_conns", "g_high", "oom_at", "service",
-                 "footprint")
+                 "footprint", "concurrency", "queue_limit", "busy", "queue", "env")
 
     def __init__(self, series: InstanceSeries, footprint: Footprint, used_mb: float, bins: int,
-                 bin_s: float, service: Callable[[], float]):
+                 bin_s: float, service: Callable[[], float], *, env=None, concurrency: int = 1,
+                 queue_limit: int = 0):
         self.service = service  # the app's service time sampler
+        self.env = env
+        self.concurrency = concurrency  # the app's workers
+        self.queue_limit = queue_limit  # its accept queue
+        self.busy = 0  # workers serving a request now
+        self.queue: deque = deque()  # requests waiting for a worker: events, in arrival order
         self.guid = series.guid
         self.app = series.app
         self.series = series
@@ -86,6 +100,34 @@ class Sidecar:
         self.alive = False
         self.conns = 0
         self.g_conns.set(now, 0)
+        self.busy = 0  # the process is gone, and its workers with it
+        queue, self.queue = self.queue, deque()
+        for waiting in queue:
+            waiting.succeed(False)
+
+    def serve(self, service_s: float, epoch: int) -> Generator:
+        """The app serves one request for ``service_s``: on a free worker at once, else after
+        waiting in the accept queue; False when the queue is full (refused, not served)."""
+        if self.busy < self.concurrency:
+            self.busy += 1
+        elif len(self.queue) < self.queue_limit:
+            granted = self.env.event()
+            self.queue.append(granted)
+            series = self.series
+            if len(self.queue) > series.peak_queue:
+                series.peak_queue = len(self.queue)
+            if not (yield granted):
+                return True  # the instance died while the request waited: the router sees it
+        else:
+            self.series.refused += 1
+            return False
+        yield self.env.timeout(service_s)
+        if epoch == self.epoch and self.alive:
+            if self.queue:
+                self.queue.popleft().succeed(True)  # the worker goes to the next in line
+            else:
+                self.busy -= 1
+        return True
 
     def open(self, now: float) -> bool:
         """Accept a connection; False if this one made the container run out of memory."""

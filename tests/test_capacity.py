@@ -1,0 +1,172 @@
+"""App capacity in the simulator, held to queueing theory.
+
+One instance with ``concurrency`` workers and an accept queue of ``queue_limit`` places is an
+M/G/c/c+K queue when its client is open-loop Poisson and every hop costs nothing. So:
+- M/M/c with a long queue: the mean sojourn time is Erlang C's, W = C(c, a) / (c mu - lambda)
+  + 1/mu (a = lambda/mu);
+- M/D/1: the mean wait is Pollaczek-Khinchine's, Wq = rho D / (2 (1 - rho)), and the share of
+  requests that never wait is 1 - rho;
+- M/M/c/c (no queue, no retry): the share refused is Erlang B's, B(c, a).
+Each is checked against a 99.9% confidence interval from independent replications (seeds) of
+the simulation itself, so a true model fails by chance once in a thousand, and the seeds are
+fixed: the test is deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import mean, stdev
+
+import pytest
+from scipy import stats
+
+from simnet.lenses import derive, simulate
+from simnet.scenario.schema import Scenario
+
+ZERO = {"dist": "constant", "value_ms": 0.0}
+REPLICATIONS = 8
+
+
+def queue(c: int, rate: float, service: dict, *, queue_limit: int = 100_000, seed: int = 1,
+          duration_s: float = 60.0, attempts: int = 1) -> Scenario:
+    """One instance behind one router, every hop and handshake free: only the app costs time."""
+    return Scenario.model_validate({
+        "name": "queue", "seed": seed, "duration_s": duration_s,
+        "cells": {"count": 1, "memory_mb": 4096},
+        "proxy": {"enabled": False},
+        "routers": {"count": 1, "max_attempts": attempts, "backends": {"enabled": False}},
+        "latency": {hop: ZERO for hop in ("client_to_ingress", "ingress_to_router",
+                                          "router_to_sidecar", "sidecar_to_app", "tcp_connect",
+                                          "tls_handshake")},
+        "apps": [{"name": "app", "concurrency": c, "queue_limit": queue_limit,
+                  "service_time": service}],
+        "routes": [{"host": "app.example.com", "app": "app"}],
+        "clients": [{"host": "app.example.com", "rate_per_s": rate}],
+    })
+
+
+def runs(**kw):
+    return [simulate(derive(queue(seed=seed, **kw))) for seed in range(1, REPLICATIONS + 1)]
+
+
+def interval(values: list[float], confidence: float = 0.999) -> tuple[float, float]:
+    """The t confidence interval of the mean of independent replications."""
+    half = stats.t.ppf((1 + confidence) / 2, len(values) - 1) * stdev(values) / math.sqrt(len(values))
+    return mean(values) - half, mean(values) + half
+
+
+def erlang_c(c: int, a: float) -> float:
+    """The probability that an arrival waits in M/M/c with offered load a = lambda/mu < c."""
+    top = a ** c / math.factorial(c) * c / (c - a)
+    return top / (sum(a ** k / math.factorial(k) for k in range(c)) + top)
+
+
+def erlang_b(c: int, a: float) -> float:
+    """The probability that an arrival finds all c servers busy in M/M/c/c."""
+    top = a ** c / math.factorial(c)
+    return top / sum(a ** k / math.factorial(k) for k in range(c + 1))
+
+
+@pytest.mark.parametrize("c, rate", [(1, 70.0), (4, 300.0), (8, 700.0)])
+def test_mean_sojourn_is_erlang_cs(c, rate):
+    mu = 100.0  # exponential service, mean 10 ms
+    a = rate / mu
+    expected_ms = (erlang_c(c, a) / (c * mu - rate) + 1 / mu) * 1000
+    observed = [mean(m.latencies_ms) for m in runs(c=c, rate=rate,
+                                                   service={"dist": "exponential", "mean_ms": 10})]
+    low, high = interval(observed)
+    assert low <= expected_ms <= high, (expected_ms, low, high)
+    # and the queue is really there: far from the 10 ms an unlimited app would give
+    assert mean(observed) > 10 * (1 + 0.5 * erlang_c(c, a))
+
+
+def test_mean_wait_is_pollaczek_khinchines_for_deterministic_service():
+    d_ms, rate = 8.0, 90.0
+    rho = rate * d_ms / 1000
+    expected_wait_ms = rho * d_ms / (2 * (1 - rho))
+    ms = runs(c=1, rate=rate, service={"dist": "constant", "value_ms": d_ms})
+    waits = [mean(m.latencies_ms) - d_ms for m in ms]
+    low, high = interval(waits)
+    assert low <= expected_wait_ms <= high, (expected_wait_ms, low, high)
+    # an arrival finds the worker free with probability 1 - rho (PASTA)
+    never_waited = [sum(1 for x in m.latencies_ms if x <= d_ms + 1e-9) / len(m.latencies_ms)
+                    for m in ms]
+    low, high = interval(never_waited)
+    assert low <= 1 - rho <= high, (1 - rho, low, high)
+
+
+def test_share_refused_without_a_queue_is_erlang_bs():
+    """No accept queue and no retry: an arrival that finds every worker busy is refused (the
+    router sees a dial error: 502)."""
+    c, rate, mu = 3, 250.0, 100.0
+    ms = runs(c=c, rate=rate, queue_limit=0, service={"dist": "exponential", "mean_ms": 10})
+    refused = [m.outcomes[502] / m.completed for m in ms]
+    low, high = interval(refused)
+    assert low <= erlang_b(c, rate / mu) <= high, (erlang_b(c, rate / mu), low, high)
+    for m in ms:  # the refusals are the app's, counted on its instance
+        assert m.instances[0].refused == m.outcomes[502] > 0
+        assert m.instances[0].peak_queue == 0
+
+
+def test_a_refused_request_is_retried_on_another_instance():
+    """gorouter retries a dial error on another endpoint: with two instances and three
+    attempts almost nothing a lone instance would refuse is lost, and the retries show."""
+    s = queue(2, 250.0, {"dist": "exponential", "mean_ms": 10}, queue_limit=0, attempts=3)
+    s = s.model_copy(update={"apps": [s.apps[0].model_copy(update={"instances": 2})]})
+    m = simulate(derive(s))
+    refused = sum(i.refused for i in m.instances)
+    assert refused > 0 and m.retries >= refused - m.outcomes[502]
+    assert m.outcomes[502] < refused  # most refusals found a free worker on the other instance
+
+
+def test_the_queue_is_bounded_by_queue_limit():
+    m = simulate(derive(queue(1, 150.0, {"dist": "constant", "value_ms": 10}, queue_limit=5)))
+    inst = m.instances[0]
+    assert inst.peak_queue == 5 and inst.refused > 0
+    # a request waits at most queue_limit service times, plus its own
+    assert max(m.latencies_ms) <= 10 * (5 + 1) + 1e-6
+    assert m.issued == m.completed + m.in_flight
+
+
+def test_requests_waiting_when_the_instance_dies_are_answered_not_lost():
+    """A crash takes the app's workers and its accept queue with it: every request that was
+    waiting is answered (502, the instance died mid-request), none stays in flight forever."""
+    s = queue(1, 150.0, {"dist": "constant", "value_ms": 10}, queue_limit=50, duration_s=6.0)
+    s = Scenario.model_validate({**s.model_dump(), "faults": [
+        {"kind": "kill", "at_s": 2.0, "app": "app", "instance": 0, "restart_after_s": 1.0}]})
+    m = simulate(derive(s))
+    assert m.instances[0].peak_queue == 50  # overloaded: the queue was full when it died
+    assert m.outcomes[502] >= 50
+    # at the end only what the restarted instance holds can still be in flight
+    assert m.in_flight <= 1 + 50
+    assert m.issued == m.completed + m.in_flight
+
+
+def test_the_default_scenario_saturates_at_its_modelled_capacity():
+    """Dashboard at 100x its load: throughput plateaus at instances x concurrency / mean
+    service time, p99 grows, and the errors are the app's refusals (502)."""
+    from simnet.lenses import load
+    from simnet.scenario.load import bundled
+
+    s, _ = load(bundled())
+    dashboard = s.app("dashboard")
+    mean_service_s = (dashboard.service_time.median_ms / 1000
+                      * math.exp(dashboard.service_time.sigma ** 2 / 2))
+    capacity = dashboard.instances * dashboard.concurrency / mean_service_s
+
+    def at(k: int):
+        clients = [c.model_copy(update={"rate_per_s": c.rate_per_s * k})
+                   if c.host.startswith("dashboard") else c for c in s.clients]
+        m = simulate(derive(s.model_copy(update={"faults": [], "clients": clients,
+                                                  "duration_s": 4.0})))
+        served = sum(n for (_, app), n in m.served.items() if app == "dashboard") / 4.0
+        return m, served
+
+    base, base_served = at(1)
+    loaded, served = at(100)
+    assert 300 * 100 > capacity and served == pytest.approx(capacity, rel=0.05)
+    assert base.percentile(99) < loaded.percentile(99)
+    assert base.outcomes.get(502, 0) == 0 and loaded.outcomes[502] > 0
+    refused = sum(i.refused for i in loaded.instances if i.app == "dashboard")
+    assert refused >= loaded.outcomes[502]
+    assert base_served == pytest.approx(300, rel=0.1)
