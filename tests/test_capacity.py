@@ -170,3 +170,53 @@ def test_the_default_scenario_saturates_at_its_modelled_capacity():
     refused = sum(i.refused for i in loaded.instances if i.app == "dashboard")
     assert refused >= loaded.outcomes[502]
     assert base_served == pytest.approx(300, rel=0.1)
+
+
+def test_offered_load_is_split_as_the_routers_split_it():
+    """gorouter round-robins over every endpoint of a host; the Istio gateway picks a
+    destination by weight, then a pod."""
+    from simnet.model.capacity import app_capacity_per_s, offered_load
+    from simnet.scenario.load import load_text
+
+    diego, _ = load_text("""
+name: shared-host
+cells: {count: 2, memory_mb: 8192}
+apps:
+  - {name: a, instances: 3, concurrency: 2, service_time: {dist: exponential, mean_ms: 20}}
+  - {name: b, instances: 1}
+routes: [{host: h.example.com, app: a}, {host: h.example.com, app: b}]
+clients: [{host: h.example.com, rate_per_s: 400}, {host: h.example.com, model: closed, users: 5}]
+""")
+    loads = {x.app: x for x in offered_load(derive(diego))}
+    assert loads["a"].offered_per_s == pytest.approx(300) and loads["b"].offered_per_s == pytest.approx(100)
+    assert loads["a"].capacity_per_s == app_capacity_per_s(diego.app("a")) == pytest.approx(300)
+    assert loads["a"].instances_needed == 4  # at exactly 300/s it would be saturated
+    istio, _ = load_text("""
+name: weighted
+platform: istio
+ingress: {kind: istio_gateway}
+cells: {count: 2, memory_mb: 8192}
+apps: [{name: a, instances: 3}, {name: b, instances: 1}]
+routes: [{host: h.example.com, app: a, weight: 80}, {host: h.example.com, app: b, weight: 20}]
+clients: [{host: h.example.com, rate_per_s: 1000}]
+""")
+    loads = {x.app: x.offered_per_s for x in offered_load(derive(istio))}
+    assert loads == pytest.approx({"a": 800, "b": 200})
+
+
+def test_what_analyze_calls_over_capacity_the_simulator_refuses():
+    """SIM0014's scenario, simulated: it refuses requests; with the instances the finding
+    names it serves everything."""
+    from pathlib import Path
+
+    from simnet.lenses import load
+    from simnet.model.capacity import offered_load
+
+    s, _ = load(Path(__file__).parent / "analyze" / "sim0014-app-over-capacity.yaml")
+    s = s.model_copy(update={"duration_s": 5.0})
+    over = simulate(derive(s))
+    assert sum(i.refused for i in over.instances) > 0 and over.outcomes[502] > 0
+    [needed] = [x.instances_needed for x in offered_load(derive(s))]
+    enough = s.model_copy(update={"apps": [s.apps[0].model_copy(update={"instances": needed})]})
+    m = simulate(derive(enough))
+    assert sum(i.refused for i in m.instances) == 0 and set(m.outcomes) == {200}

@@ -14,6 +14,7 @@ from cryptography import x509
 from simnet import lenses, questions
 from simnet.credentials import certificates
 from simnet.model.capture import boshy_vips
+from simnet.model.capacity import offered_load
 from simnet.model.deployment import Deployment, DeriveError
 from simnet.model.interception import CONTAINER_APP_UID
 from simnet.model.platform import Bosh, Diego, platform_of
@@ -206,7 +207,26 @@ def _validity(cert: x509.Certificate, start: datetime, end: datetime) -> str | N
     return None
 
 
+# --- capacity -------------------------------------------------------------------------------
+
+
+def capacity_findings(d: Deployment) -> Iterator[ScenarioFinding]:
+    """An app offered more open-loop load than its instances can serve (``model.capacity``):
+    its queues fill and it refuses requests, whatever else is right."""
+    s = d.scenario
+    for load in offered_load(d):
+        if load.offered_per_s <= load.capacity_per_s:
+            continue
+        i, app = next((i, a) for i, a in enumerate(s.apps) if a.name == load.app)
+        yield ScenarioFinding("SIM0014", ("apps", i, "concurrency"), {
+            "app": app.name, "offered": f"{load.offered_per_s:,.0f}",
+            "capacity": f"{load.capacity_per_s:,.0f}", "instances": app.instances,
+            "concurrency": app.concurrency, "service": f"{app.service_time.mean:.1f}",
+            "needed": load.instances_needed})
+
+
 DERIVED_CHECKS: tuple[Callable[[Deployment], Iterator[ScenarioFinding]], ...] = (
-    port_findings, uid_findings, bypass_findings, memory_findings, rule_findings)
+    port_findings, uid_findings, bypass_findings, memory_findings, rule_findings,
+    capacity_findings)
 
 __all__ = ["DERIVED_CHECKS", "ScenarioFinding", "scenario_findings"]

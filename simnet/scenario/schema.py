@@ -7,6 +7,8 @@ BOSH manifest. ``simnet schema`` publishes this as JSON Schema for editors.
 
 from __future__ import annotations
 
+import math
+
 from datetime import datetime
 from typing import Annotated, Literal, Union
 
@@ -45,10 +47,19 @@ class Constant(Strict):
     dist: Literal["constant"]
     value_ms: float = Field(ge=0)
 
+    @property
+    def mean(self) -> float:
+        """The mean, in ms."""
+        return self.value_ms
+
 
 class Exponential(Strict):
     dist: Literal["exponential"]
     mean_ms: float = Field(gt=0)
+
+    @property
+    def mean(self) -> float:
+        return self.mean_ms
 
 
 class LogNormal(Strict):
@@ -58,11 +69,19 @@ class LogNormal(Strict):
     median_ms: float = Field(gt=0)
     sigma: float = Field(default=0.5, ge=0, le=5)
 
+    @property
+    def mean(self) -> float:
+        return self.median_ms * math.exp(self.sigma ** 2 / 2)
+
 
 class Uniform(Strict):
     dist: Literal["uniform"]
     low_ms: float = Field(ge=0)
     high_ms: float = Field(ge=0)
+
+    @property
+    def mean(self) -> float:
+        return (self.low_ms + self.high_ms) / 2
 
     @model_validator(mode="after")
     def _ordered(self) -> "Uniform":
