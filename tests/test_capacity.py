@@ -220,3 +220,21 @@ def test_what_analyze_calls_over_capacity_the_simulator_refuses():
     enough = s.model_copy(update={"apps": [s.apps[0].model_copy(update={"instances": needed})]})
     m = simulate(derive(enough))
     assert sum(i.refused for i in m.instances) == 0 and set(m.outcomes) == {200}
+
+
+def test_utilisation_and_mean_queue_obey_littles_law():
+    """Per instance, the time-average queue is the arrival rate times the mean wait
+    (L = lambda W, which holds on every sample path up to the requests still waiting at the
+    end), and the workers' utilisation is rho = lambda D."""
+    d_ms, rate = 8.0, 90.0
+    ms = runs(c=1, rate=rate, service={"dist": "constant", "value_ms": d_ms})
+    for m in ms:
+        inst = m.instances[0]
+        arrivals = m.completed / m.duration_s
+        wait_s = (mean(m.latencies_ms) - d_ms) / 1000
+        assert inst.mean_queue == pytest.approx(arrivals * wait_s, rel=0.02)
+        assert inst.utilisation == pytest.approx(arrivals * d_ms / 1000, rel=0.02)
+    low, high = interval([m.instances[0].utilisation for m in ms])
+    assert low <= rate * d_ms / 1000 <= high
+    summary = ms[0].summary()["instances"][0]
+    assert summary["utilisation"] == round(ms[0].instances[0].utilisation, 6)

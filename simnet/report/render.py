@@ -236,6 +236,8 @@ def _instances(metrics: Metrics) -> tuple[list[dict], int]:
             "bar": max(0.0, min(100.0, share * 100)), "oom_kills": i.oom_kills,
             "reported": "—" if reported is None else f"{reported:.4g} MB",
             "reported_of": "" if reported is None else f"of {i.app_quota_mb:g} MB",
+            "utilisation": f"{i.utilisation:.1%}", "mean_queue": f"{i.mean_queue:.3g}",
+            "peak_queue": i.peak_queue, "refused": i.refused,
         })
     if len(rows) <= MAX_ROWS:
         return rows, 0

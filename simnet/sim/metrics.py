@@ -35,6 +35,8 @@ class InstanceSeries:
     oom_kills: int = 0
     refused: int = 0  # requests the app refused: every worker busy and its accept queue full
     peak_queue: int = 0  # the most requests that waited for a worker at once
+    utilisation: float = 0.0  # busy workers over the run, as a share of the app's concurrency
+    mean_queue: float = 0.0  # requests waiting for a worker, averaged over the run
     envoy_limit_mb: float | None = None  # Instance.envoy_limit_mb
     app_quota_mb: float | None = None  # Instance.app_quota_mb
     instance: Instance | None = None  # the derived instance, when the series comes from a run
@@ -158,6 +160,7 @@ class Metrics:
                  "peak_memory_mb": round(i.peak_memory_mb, 6),
                  "connections_opened": i.connections_opened, "oom_kills": i.oom_kills,
                  "refused": i.refused, "peak_queue": i.peak_queue,
+                 "utilisation": round(i.utilisation, 6), "mean_queue": round(i.mean_queue, 6),
                  "envoy_limit_mb": i.envoy_limit_mb,
                  "reported_memory_mb": None if (r := i.reported_peak_mb) is None
                  else round(r, 6)}

@@ -235,7 +235,7 @@ def simulate(deployment: Deployment, progress: Callable[[float], None] | None = 
         for k in range(1, steps + 1):
             env.run(until=s.duration_s * k / steps)
             progress(k / steps)
-    metrics.instances = [sc.finish() for sc in net.sidecars.values()]
+    metrics.instances = [sc.finish(env.now) for sc in net.sidecars.values()]
     return metrics
 
 

@@ -55,7 +55,8 @@ class Sidecar:
 
     __slots__ = ("guid", "app", "alive", "epoch", "conns", "highwater", "base_mb", "per_conn_mb",
                  "limit_mb", "used_mb", "series", "g_conns", "g_high", "oom_at", "service",
-                 "footprint", "concurrency", "queue_limit", "busy", "queue", "env")
+                 "footprint", "concurrency", "queue_limit", "busy", "queue", "env", "since",
+                 "busy_area", "queue_area")
 
     def __init__(self, series: InstanceSeries, footprint: Footprint, used_mb: float, bins: int,
                  bin_s: float, service: Callable[[], float], *, env=None, concurrency: int = 1,
@@ -66,6 +67,10 @@ class Sidecar:
         self.queue_limit = queue_limit  # its accept queue
         self.busy = 0  # workers serving a request now
         self.queue: deque = deque()  # requests waiting for a worker: events, in arrival order
+        # time integrals of busy workers and waiting requests, for utilisation and mean queue
+        self.since = 0.0
+        self.busy_area = 0.0
+        self.queue_area = 0.0
         self.guid = series.guid
         self.app = series.app
         self.series = series
@@ -100,17 +105,28 @@ class Sidecar:
         self.alive = False
         self.conns = 0
         self.g_conns.set(now, 0)
+        self._account(now)
         self.busy = 0  # the process is gone, and its workers with it
         queue, self.queue = self.queue, deque()
         for waiting in queue:
             waiting.succeed(False)
 
+    def _account(self, now: float) -> None:
+        """Add the time since the last change to the busy and queue integrals."""
+        dt = now - self.since
+        if dt:
+            self.busy_area += self.busy * dt
+            self.queue_area += len(self.queue) * dt
+            self.since = now
+
     def serve(self, service_s: float, epoch: int) -> Generator:
         """The app serves one request for ``service_s``: on a free worker at once, else after
         waiting in the accept queue; False when the queue is full (refused, not served)."""
         if self.busy < self.concurrency:
+            self._account(self.env.now)
             self.busy += 1
         elif len(self.queue) < self.queue_limit:
+            self._account(self.env.now)
             granted = self.env.event()
             self.queue.append(granted)
             series = self.series
@@ -123,6 +139,7 @@ class Sidecar:
             return False
         yield self.env.timeout(service_s)
         if epoch == self.epoch and self.alive:
+            self._account(self.env.now)
             if self.queue:
                 self.queue.popleft().succeed(True)  # the worker goes to the next in line
             else:
@@ -148,8 +165,13 @@ class Sidecar:
             self.conns -= 1
             self.g_conns.set(now, self.conns)
 
-    def finish(self) -> InstanceSeries:
+    def finish(self, end_s: float) -> InstanceSeries:
+        """The series, complete at ``end_s`` (the end of the run)."""
         s = self.series
+        self._account(end_s)
+        if end_s > 0:
+            s.utilisation = self.busy_area / (self.concurrency * end_s)
+            s.mean_queue = self.queue_area / end_s
         s.conns_max = self.g_conns.close()
         s.highwater = self.g_high.close()
         s.memory_mb = [round(self.footprint.memory_mb(h), 6) for h in s.highwater]
