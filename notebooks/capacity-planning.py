@@ -193,6 +193,8 @@ show(fig)
 # %%
 from simnet.scenario.load import load_text
 
+# Each app holds every request for ~2 s on an event loop (concurrency 2000, far above its
+# load): connections pile up in the sidecars, which is what this section is about.
 SCENARIO = """
 name: allocation-too-small
 seed: 1
@@ -202,10 +204,10 @@ proxy:
   require_and_verify_client_certificates: true
   trusted_ca_certificates: [router-ca]
 apps:
-  - {name: light, instances: 2, memory_mb: 512, memory_used_mb: 512, service_time: {dist: lognormal, median_ms: 2000, sigma: 0.3}}
-  - {name: medium, instances: 2, memory_mb: 512, memory_used_mb: 512, service_time: {dist: lognormal, median_ms: 2000, sigma: 0.3}}
-  - {name: busy, instances: 2, memory_mb: 512, memory_used_mb: 512, service_time: {dist: lognormal, median_ms: 2000, sigma: 0.3}}
-  - {name: busiest, instances: 2, memory_mb: 512, memory_used_mb: 512, service_time: {dist: lognormal, median_ms: 2000, sigma: 0.3}}
+  - {name: light, instances: 2, memory_mb: 512, memory_used_mb: 512, service_time: {dist: lognormal, median_ms: 2000, sigma: 0.3}, concurrency: 2000}
+  - {name: medium, instances: 2, memory_mb: 512, memory_used_mb: 512, service_time: {dist: lognormal, median_ms: 2000, sigma: 0.3}, concurrency: 2000}
+  - {name: busy, instances: 2, memory_mb: 512, memory_used_mb: 512, service_time: {dist: lognormal, median_ms: 2000, sigma: 0.3}, concurrency: 2000}
+  - {name: busiest, instances: 2, memory_mb: 512, memory_used_mb: 512, service_time: {dist: lognormal, median_ms: 2000, sigma: 0.3}, concurrency: 2000}
 routes:
   - {host: light.example.com, app: light}
   - {host: medium.example.com, app: medium}

@@ -238,3 +238,34 @@ def test_utilisation_and_mean_queue_obey_littles_law():
     assert low <= rate * d_ms / 1000 <= high
     summary = ms[0].summary()["instances"][0]
     assert summary["utilisation"] == round(ms[0].instances[0].utilisation, 6)
+
+
+def test_the_capacity_planning_sweep_names_the_instances_that_hold_the_target(tmp_path):
+    """The bundled sizing question: 2,000 requests/s at p99 < 100 ms and < 0.1% errors. Below
+    capacity the app refuses and achieved throughput stays at its capacity; the fewest
+    instances that hold the target are the sweep's best setting."""
+    from simnet import __version__
+    from simnet.model.capacity import app_capacity_per_s
+    from simnet.report.sweep import best_point, point_results
+    from simnet.scenario.load import bundled
+    from simnet.sweep.executors import LocalExecutor
+    from simnet.sweep.run import run
+    from simnet.sweep.source import checked_points, sweep_source
+    from simnet.sweep.store import Store
+
+    s, data, source = sweep_source(bundled("capacity-planning"))
+    with Store(tmp_path / "sweep.sqlite", __version__) as store:
+        list(run(data, checked_points(s, data, source), store, LocalExecutor(1)))
+        rows = store.rows()
+    points = point_results(rows, list(s.sweep.parameters))
+    best = best_point(points, s.sweep)
+    assert best is not None and best.params == {"apps.0.instances": 6}
+    app = s.app("checkout")
+    for r in rows:
+        n = r["apps.0.instances"]
+        capacity = app_capacity_per_s(app, n)
+        if capacity < 2000:  # over capacity: throughput plateaus at it, the rest is refused
+            assert r["throughput_per_s"] == pytest.approx(capacity, rel=0.03)
+            assert r["refused"] > 0 and r["error_rate"] > 0.01
+        else:
+            assert r["refused"] == 0 and r["throughput_per_s"] == pytest.approx(r["offered_per_s"], rel=0.02)

@@ -28,6 +28,7 @@ BUNDLED_NAMES = {
     "cf-for-k8s",
     "bosh-istio",
     "sidecar-buildpack",
+    "capacity-planning",
 }
 
 

@@ -141,7 +141,7 @@ def _bundled():
     from simnet.scenario.load import BUNDLED
 
     files = sorted(BUNDLED.glob("*.yaml"))
-    assert len(files) == 6
+    assert len(files) == 7
     return files
 
 

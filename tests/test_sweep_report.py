@@ -74,9 +74,10 @@ def test_the_report_names_the_best_setting_and_draws_every_figure(tmp_path):
     assert "8 of 8 runs stored, 1 failed" in html and 'title="ValueError: boom"' in html
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs == ["heat-routers.count-routers.max_attempts.png", "memory-headroom.png",
+                    "throughput-routers.count.png", "throughput-routers.max_attempts.png",
                     "vs-routers.count.png", "vs-routers.max_attempts.png"]
     assert all((tmp_path / p).read_bytes().startswith(b"\x89PNG") for p in pngs)
-    assert html.count("data:image/png;base64,") == 4
+    assert html.count("data:image/png;base64,") == 6
     # same runs, same bytes: the report is deterministic
     before = {p: (tmp_path / p).read_bytes() for p in pngs}
     report.write_sweep_report(sw, "demo", ROWS, tmp_path, total=8)

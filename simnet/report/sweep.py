@@ -23,8 +23,8 @@ from simnet.files import write_atomically
 from simnet.report.format import ENV
 from simnet.sweep.design import METRICS, Sweep
 
-SHOWN = ("error_rate", "p50_ms", "p99_ms", "misdelivered", "retries", "oom_kills",
-         "memory_headroom_mb")  # columns of the points table
+SHOWN = ("error_rate", "p50_ms", "p99_ms", "throughput_per_s", "refused", "misdelivered",
+         "retries", "oom_kills", "memory_headroom_mb")  # columns of the points table
 
 
 @dataclass
@@ -100,6 +100,10 @@ def figures(points: Sequence[PointResult], names: Sequence[str]) -> list[tuple[s
         out.append((f"vs-{n}.png", f"Error rate and p99 latency vs {n}",
                     "Every run as a dot, the mean per value as a line; other parameters vary "
                     "as the design has them.", png_bytes(sweep_figures.metrics_vs(points, n))))
+        out.append((f"throughput-{n}.png", f"Offered vs achieved throughput vs {n}",
+                    "Per run, the requests/s the clients sent and the requests/s answered 200; "
+                    "where they part, the deployment is saturated (see docs/capacity.md).",
+                    png_bytes(sweep_figures.throughput_vs(points, n))))
     out.append(("memory-headroom.png", "Memory headroom vs additional allocation",
                 "Per run: the least memory any Envoy had left at its peak, against the "
                 "additional memory each instance got. At or below 0 an Envoy was OOM-killed.",

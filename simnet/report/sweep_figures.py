@@ -85,6 +85,37 @@ def metrics_vs(points, name: str) -> Figure:
         return fig
 
 
+def throughput_vs(points, name: str) -> Figure:
+    """Offered and achieved throughput (requests/s answered 200) of every run against one
+    parameter: where they part, the deployment is saturated."""
+    with style():
+        fig = figure()
+        ax = fig.add_subplot()
+        ax.set_title(f"Offered vs achieved throughput vs {name}")
+        xs, labels = _axis(points, name)
+        drawn = False
+        for metric, colour, label in (("offered_per_s", PALETTE[1], "offered"),
+                                      ("throughput_per_s", PALETTE[0], "achieved (200)")):
+            x, y = _runs(points, xs, metric)
+            if not len(x):
+                continue
+            ax.scatter(x, y, s=14, color=colour, alpha=0.45, linewidths=0, label=label)
+            _mean_line(ax, x, y, colour)
+            drawn = True
+        if not drawn:
+            empty(ax, "no finished runs")
+            return fig
+        ax.set_xlabel(name)
+        if labels:
+            ax.set_xticks(range(len(labels)), labels)
+        elif all(isinstance(p.params[name], int) for p in points):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("requests/s")
+        ax.set_ylim(bottom=0)
+        ax.legend(loc="best")
+        return fig
+
+
 def headroom(points) -> Figure:
     """Per run: the least Envoy memory headroom against the additional allocation."""
     with style():

@@ -80,7 +80,7 @@ Values = Annotated[Union[Annotated[list[Any], Tag("list")], Annotated[IntRange, 
 
 METRICS = ("issued", "completed", "ok", "error_rate", "p50_ms", "p99_ms", "misdelivered",
            "retries", "oom_kills", "peak_envoy_mb", "additional_memory_mb", "memory_headroom_mb",
-           "peak_connections")
+           "peak_connections", "offered_per_s", "throughput_per_s", "instances", "refused")
 """What each run reports (``simnet.sweep.run.run_point``): what constraints and objectives name."""
 
 Metric = Literal[METRICS]  # type: ignore[valid-type]

@@ -66,4 +66,9 @@ def point_numbers(d: Deployment, m: Metrics) -> dict:
         # the least memory any instance's Envoy had left at its peak (negative: it was OOM-killed)
         "memory_headroom_mb": round(min(headroom), 6) if headroom else None,
         "peak_connections": max((i.peak_connections for i in m.instances), default=0),
+        # offered against achieved: what the clients sent and what came back 200, per second
+        "offered_per_s": round(m.issued / m.duration_s, 6),
+        "throughput_per_s": round(m.outcomes.get(200, 0) / m.duration_s, 6),
+        "instances": len(d.running),  # app instances running at t=0: the cost of a setting
+        "refused": sum(i.refused for i in m.instances),
     }
