@@ -269,3 +269,17 @@ def test_the_capacity_planning_sweep_names_the_instances_that_hold_the_target(tm
             assert r["refused"] > 0 and r["error_rate"] > 0.01
         else:
             assert r["refused"] == 0 and r["throughput_per_s"] == pytest.approx(r["offered_per_s"], rel=0.02)
+
+
+def test_a_request_that_arrives_as_the_instance_dies_takes_no_worker_from_its_successor():
+    """Found in review: a request on its way in when the instance crashed took a worker of the
+    restarted one for good. With one worker the restarted instance must still serve."""
+    s = queue(1, 80.0, {"dist": "constant", "value_ms": 5}, queue_limit=10, duration_s=6.0)
+    s = Scenario.model_validate({**s.model_dump(), "latency": {
+        **s.model_dump()["latency"], "sidecar_to_app": {"dist": "constant", "value_ms": 3.0}},
+        "faults": [{"kind": "kill", "at_s": 2.0, "app": "app", "instance": 0,
+                    "restart_after_s": 0.5}]})
+    m = simulate(derive(s))
+    failed_after = sum(1 for t in m.failures.get(("app.example.com", 502), ()) if t > 3.0)
+    assert failed_after == 0 and m.instances[0].refused == 0
+    assert m.outcomes[200] > 0.9 * 80 * 5  # about every request but those around the crash

@@ -122,6 +122,8 @@ class Sidecar:
     def serve(self, service_s: float, epoch: int) -> Generator:
         """The app serves one request for ``service_s``: on a free worker at once, else after
         waiting in the accept queue; False when the queue is full (refused, not served)."""
+        if not self.alive or epoch != self.epoch:
+            return True  # the instance died on the way in: the router sees it, not a refusal
         if self.busy < self.concurrency:
             self._account(self.env.now)
             self.busy += 1
