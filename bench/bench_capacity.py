@@ -22,7 +22,7 @@ import subprocess
 import sys
 
 import simpy
-from bench_sim import timed  # this folder is on sys.path when a bench runs
+from bench_sim import poisson, timed  # this folder is on sys.path when a bench runs
 
 RATE = 5_000.0
 INSTANCES, WORKERS = 4, 8
@@ -85,15 +85,7 @@ def run_bare(requests: int) -> int:
         yield env.timeout(up + out + inner)
         latencies.append((env.now - t0) * 1000)
 
-    def source():
-        while True:
-            gap = expo(RATE)
-            if env.now + gap >= duration:
-                return
-            yield env.timeout(gap)
-            env.process(request())
-
-    env.process(source())
+    env.process(poisson(env, expo, RATE, duration, request))
     env.run(until=duration)
     return len(latencies)
 

@@ -76,17 +76,19 @@ def run_bare(requests: int) -> int:
         yield env.timeout(inner + expo(svc) + up + out + inner)
         latencies.append((env.now - t0) * 1000)
 
-    def source():
-        while True:
-            gap = expo(RATE)
-            if env.now + gap >= duration:
-                return
-            yield env.timeout(gap)
-            env.process(request())
-
-    env.process(source())
+    env.process(poisson(env, expo, RATE, duration, request))
     env.run(until=duration)
     return len(latencies)
+
+
+def poisson(env: simpy.Environment, expo, rate: float, duration: float, request):
+    """Open-loop Poisson arrivals until ``duration``, each a new ``request()`` process."""
+    while True:
+        gap = expo(rate)
+        if env.now + gap >= duration:
+            return
+        yield env.timeout(gap)
+        env.process(request())
 
 
 def timed(fn, requests: int) -> tuple[float, int]:

@@ -35,10 +35,6 @@ class Load:
     capacity_per_s: float
     instances_needed: int  # the fewest instances whose capacity is above the offered load
 
-    @property
-    def utilisation(self) -> float:
-        return self.offered_per_s / self.capacity_per_s if self.capacity_per_s else math.inf
-
 
 def offered_load(d: Deployment) -> list[Load]:
     """Per app with running instances, the open-loop load the routes at t=0 send it."""
