@@ -38,7 +38,9 @@ def scenario(requests: int):
         "cells": {"count": 4, "memory_mb": 8192},
         "apps": [{"name": "app", "instances": 4, "service_time": exp(SERVICE_MS)}],
         "routes": [{"host": "app.example.com", "app": "app"}],
-        "routers": {"count": 1, "backends": {"enabled": False}},
+        # a delay network: no router CPU (bench_capacity measures contention)
+        "routers": {"count": 1, "backends": {"enabled": False}, "cpu_per_request_us": 0,
+                    "cpu_per_handshake_us": 0},
         "ingress": {"kind": "none"},
         "clients": [{"host": "app.example.com", "rate_per_s": RATE}],
         "latency": {"client_to_ingress": exp(HOPS_MS["client_to_ingress"]),

@@ -32,7 +32,9 @@ BUNDLED_FINDINGS = {
     "bosh-istio": set(),
     "sidecar-buildpack": {"SIM0006", "SIM0013"},  # the seed's 16 MB rule is short today
     "sidecar-patches": {"SIM0006", "SIM0013"},  # 2017: no additional memory at all
-    "capacity-planning": set(),  # 7 instances: within capacity (5 would be SIM0014)
+    # 7 instances: within capacity (5 would be SIM0014), but near enough it that gorouter's
+    # retries could push a burst past it
+    "capacity-planning": {"SIM0016"},
 }
 
 

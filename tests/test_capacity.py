@@ -29,12 +29,14 @@ REPLICATIONS = 8
 
 def queue(c: int, rate: float, service: dict, *, queue_limit: int = 100_000, seed: int = 1,
           duration_s: float = 60.0, attempts: int = 1) -> Scenario:
-    """One instance behind one router, every hop and handshake free: only the app costs time."""
+    """One instance behind one router, every hop, handshake and router core free (no Envoy):
+    only the app costs time."""
     return Scenario.model_validate({
         "name": "queue", "seed": seed, "duration_s": duration_s,
         "cells": {"count": 1, "memory_mb": 4096},
         "proxy": {"enabled": False},
-        "routers": {"count": 1, "max_attempts": attempts, "backends": {"enabled": False}},
+        "routers": {"count": 1, "max_attempts": attempts, "backends": {"enabled": False},
+                    "cpu_per_request_us": 0, "cpu_per_handshake_us": 0},
         "latency": {hop: ZERO for hop in ("client_to_ingress", "ingress_to_router",
                                           "router_to_sidecar", "sidecar_to_app", "tcp_connect",
                                           "tls_handshake")},

@@ -17,7 +17,7 @@ from simnet.report.render import REPORT_FILES, STATUS_MEANINGS, write_report
 from simnet.scenario.schema import Scenario
 from simnet.sim.metrics import InstanceSeries, Metrics
 
-PNGS = ("latency_cdf.png", "throughput.png", "memory.png", "connections.png",
+PNGS = ("latency_cdf.png", "throughput.png", "memory.png", "connections.png", "load.png",
         "envoy_memory_model.png")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

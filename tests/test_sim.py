@@ -182,7 +182,7 @@ def test_unknown_host_is_404():
     router = Router(env, net, d.routes, (lambda: 0.0,) * 4)
     proc = env.process(router.handle("nowhere.example.com", 0.0))
     env.run()
-    assert proc.value == 404
+    assert proc.value == (404, "unknown route")
     assert net.metrics.connections_opened == 0
 
 

@@ -14,7 +14,7 @@ from cryptography import x509
 from simnet import lenses, questions
 from simnet.credentials import certificates
 from simnet.model.capture import boshy_vips
-from simnet.model.capacity import offered_load
+from simnet.model.capacity import connection_peaks, offered_load
 from simnet.model.deployment import Deployment, DeriveError
 from simnet.model.interception import CONTAINER_APP_UID
 from simnet.model.platform import Bosh, Diego, platform_of
@@ -225,8 +225,44 @@ def capacity_findings(d: Deployment) -> Iterator[ScenarioFinding]:
             "needed": load.instances_needed})
 
 
+RETRY_RISK_UTILISATION = 0.8  # from here Poisson bursts fill the queues now and then
+
+
+def connection_limit_findings(d: Deployment) -> Iterator[ScenarioFinding]:
+    """A route whose busiest endpoint can reach ``router.backends.max_conns`` at one router at
+    the expected peak (``model.capacity.connection_peaks``): gorouter skips it, and when every
+    endpoint of the route is there it answers 503 Connection Limit Reached."""
+    s = d.scenario
+    for peak in connection_peaks(d):
+        if peak.peak_in_progress < peak.max_conns:
+            continue
+        yield ScenarioFinding("SIM0015", ("routers", "backends", "max_conns"), {
+            "host": peak.host, "app": peak.endpoint.app, "mean": f"{peak.mean_in_progress:,.1f}",
+            "peak": f"{peak.peak_in_progress:,.0f}", "max_conns": peak.max_conns,
+            "routers": s.routers.count})
+
+
+def retry_findings(d: Deployment) -> Iterator[ScenarioFinding]:
+    """An app near its capacity whose refusals gorouter retries: every refused request comes
+    back as new load on another instance, up to ``max_attempts`` times, so a burst can push
+    the load past capacity and keep it there (a retry storm). Not reported for an app already
+    over capacity (SIM0014) or without retries."""
+    s = d.scenario
+    attempts = s.routers.max_attempts
+    if attempts < 2:
+        return
+    for load in offered_load(d):
+        utilisation = load.offered_per_s / load.capacity_per_s if load.capacity_per_s else 0.0
+        if not RETRY_RISK_UTILISATION <= utilisation <= 1 or load.offered_per_s * attempts <= load.capacity_per_s:
+            continue
+        yield ScenarioFinding("SIM0016", ("routers", "max_attempts"), {
+            "app": load.app, "utilisation": f"{utilisation:.0%}", "attempts": attempts,
+            "amplified": f"{load.offered_per_s * attempts:,.0f}",
+            "capacity": f"{load.capacity_per_s:,.0f}"})
+
+
 DERIVED_CHECKS: tuple[Callable[[Deployment], Iterator[ScenarioFinding]], ...] = (
     port_findings, uid_findings, bypass_findings, memory_findings, rule_findings,
-    capacity_findings)
+    capacity_findings, connection_limit_findings, retry_findings)
 
 __all__ = ["DERIVED_CHECKS", "ScenarioFinding", "scenario_findings"]

@@ -12,6 +12,7 @@ from simnet.cli import (
     analyze,
     bosh,
     conform,
+    cpu,
     iptables,
     memory,
     ports,
@@ -32,7 +33,7 @@ app = typer.Typer(
 for command in (run.run, run.compare, run.schema, ports.ports, reach.reach, sweep.sweep,
                 conform.conform, analyze.analyze):
     app.command()(command)
-for group, name in ((tls.tls_app, "tls"), (memory.memory_app, "memory"),
+for group, name in ((tls.tls_app, "tls"), (memory.memory_app, "memory"), (cpu.cpu_app, "cpu"),
                     (iptables.iptables_app, "iptables"), (routes.routes_app, "routes"),
                     (bosh.bosh_app, "bosh")):
     app.add_typer(group, name=name)

@@ -19,6 +19,7 @@ SUITES: dict[str, tuple[str, ...]] = {
     "tls": ("test_tls_differential", "test_tls_envoy", "test_tls_go"),
     "envoy": ("test_real_envoy", "test_real_envoy_scenarios"),
     "memory": ("test_memory_real",),
+    "cpu": ("test_cpu_real",),
     "routes": ("test_ingress_envoy", "test_bosh_real"),
 }
 
@@ -79,6 +80,11 @@ FEATURES: dict[tuple[str, str], str] = {
         "realized instance",
     ("test_memory_real", "test_packaged_calibration_is_for_the_installed_envoy"): "memory model",
     ("test_memory_real", "test_model_predicts_the_real_envoys_private_memory"): "memory model",
+    ("test_cpu_real", "test_packaged_cpu_calibration_is_for_the_installed_envoy"): "CPU model",
+    ("test_cpu_real", "test_every_request_and_new_connection_went_through_envoy"): "CPU model",
+    ("test_cpu_real", "test_a_new_mtls_connection_costs_more_than_a_request"): "CPU model",
+    ("test_cpu_real", "test_a_fresh_measurement_is_within_a_factor_of_3_of_the_packaged_calibration"):
+        "CPU model",
     ("test_ingress_envoy", "test_each_host_reaches_its_app_with_the_cf_headers"):
         "route headers",
     ("test_ingress_envoy", "test_client_cf_headers_are_replaced_not_appended"): "route headers",

@@ -2,7 +2,7 @@
 
 ``derive(scenario)`` gives the ``Deployment``, the only source of derived facts downstream;
 the platform objects answer what differs between Diego, Istio and BOSH; the timeline's events
-are a tagged union; the rest are the domain models (ports, memory, TLS, netfilter, capture,
+are a tagged union; the rest are the domain models (ports, memory, CPU, TLS, netfilter, capture,
 reachability, routing) the deployment is made of.
 """
 
@@ -15,6 +15,7 @@ __all__, __getattr__, __dir__ = lazy(__name__, {
     "timeline": ("CertExpired", "CertRotated", "Change", "Event", "LatencyChange", "RouterDown",
                  "RouterUp", "RoutesChanged", "Start", "Stop"),
     "memory": ("Calibration", "Footprint", "additional_allocation_mb", "footprint", "packaged_calibration"),
+    "cpu": ("CpuCalibration", "KindCpu", "packaged_cpu_calibration"),
     "ports": ("ProxyPorts", "cf_instance_ports_json", "proxy_ports"),
     "tls": ("Verdict",),
     "reachability": ("deployment_graph", "reach_matrix", "reachability"),

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from simnet.errors import Error, Loc, PortRangeExhausted
 from simnet.model.interception import CapturedPath
+from simnet.model.capacity import EnvoyCapacity, RouterCapacity, envoy_capacity, router_capacity
+from simnet.model.cpu import packaged_cpu_calibration
 from simnet.model.memory import additional_allocation_mb, listener_kind
 from simnet.model.placement import (MAX_CONTAINERS, Address, Cells, Endpoint, Instance, Listener,
                                     Weights, make_instance, mapping_count)
@@ -45,6 +47,8 @@ class Deployment:
     # cf-for-k8s: host -> the weights of its route's destinations (Services) at t=0
     weights: dict[str, Weights] = field(default_factory=dict)
     changes: tuple[Change, ...] = ()  # pushes and route mappings after t=0
+    envoy: EnvoyCapacity | None = None  # what each sidecar Envoy can carry (None: no proxy)
+    router: RouterCapacity | None = None  # each router's CPU, connection cap and timeouts
 
     def instance(self, guid: str) -> Instance:
         return next(i for i in self.instances if i.guid == guid)
@@ -123,4 +127,7 @@ def derive(s: Scenario) -> Deployment:
         client_paths=platform.client_paths(s),
         weights=table.weights,
         changes=tuple(later.changes),
+        envoy=envoy_capacity(s, platform.envoy_workers(s), listener_kind(s.proxy),
+                             packaged_cpu_calibration()) if s.proxy.enabled else None,
+        router=router_capacity(s),
     )

@@ -67,6 +67,12 @@ class Platform(ABC):
         """The address an instance's processes have."""
         return inst.container_ip
 
+    def envoy_workers(self, s: Scenario) -> int:
+        """Worker threads of each sidecar Envoy: one per core of the cell, Envoy's default
+        when ``--concurrency`` is not given, and the Diego executor's command line gives only
+        ``-c``, ``--drain-time-s`` and ``--log-level`` (executor depot/transformer)."""
+        return s.cells.cores
+
     @abstractmethod
     def endpoint(self, s: Scenario, inst: Instance, port: int, service: str = "") -> Endpoint:
         """Where a router reaches ``port`` of an instance."""
@@ -148,6 +154,11 @@ class Istio(Platform):
     dialer = "the gateway"
     route_kind = "gateway VirtualService"
     keeps_empty_routes = True  # Envoy: a VirtualService without ready pods -> 503 no healthy upstream
+
+    def envoy_workers(self, s: Scenario) -> int:
+        """istio-proxy runs two worker threads: ProxyConfig ``concurrency`` defaults to 2
+        for sidecars."""
+        return 2
 
     def endpoint(self, s: Scenario, inst: Instance, port: int, service: str = "") -> Endpoint:
         # The ingress gateway dials the pod IP; iptables captures it into Envoy's 15006.

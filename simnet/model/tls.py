@@ -53,6 +53,13 @@ class Verdict(Enum):
     # Envoy as the client (Istio's ingress gateway): any failed upstream handshake is a
     # "connection failure" -- 503, retried under retry_on connect-failure, never pruned
     UPSTREAM_CONNECT_FAILURE = "upstream_connect_failure"
+    # no connection within gorouter's endpoint_dial_timeout (a Dial error)
+    DIAL_TIMEOUT = "dial_timeout"
+    # the handshake outlasted gorouter's tls_handshake_timeout (RemoteHandshakeTimeout)
+    HANDSHAKE_TIMEOUT = "handshake_timeout"
+    # the backend closed the connection before answering, as Envoy's tcp_proxy does at its
+    # max_connections (IdempotentRequestEOF: retried, not pruned)
+    CONNECTION_RESET = "connection_reset"
 
     @property
     def status(self) -> int:
@@ -66,13 +73,15 @@ class Verdict(Enum):
     @property
     def prunable(self) -> bool:
         """In PrunableClassifiers: a TLS endpoint leaves the pool until re-registered."""
-        return self.retriable and self is not Verdict.UPSTREAM_CONNECT_FAILURE
+        return self.retriable and self not in (Verdict.UPSTREAM_CONNECT_FAILURE,
+                                               Verdict.CONNECTION_RESET)
 
 
 _STATUS = {
     Verdict.OK: 200, Verdict.SAN_MISMATCH: 503, Verdict.UNTRUSTED_CERT: 526,
     Verdict.CLIENT_CERT_REJECTED: 496, Verdict.HANDSHAKE_FAILURE: 525,
     Verdict.REMOTE_ERROR: 502, Verdict.DIAL_FAILED: 502, Verdict.UPSTREAM_CONNECT_FAILURE: 503,
+    Verdict.DIAL_TIMEOUT: 502, Verdict.HANDSHAKE_TIMEOUT: 502, Verdict.CONNECTION_RESET: 502,
 }
 _REMOTE_CERT_CHECK = frozenset({"bad_certificate", "unknown_ca", "certificate_required"})
 

@@ -1,7 +1,7 @@
 """Envoy's memory measured: a real sidecar holding N concurrent connections, then none.
 
 One Envoy runs the sidecar bootstrap of one listener kind (``model.envoy.kind_bootstrap``) in a
-private network namespace, with ``--concurrency 1`` as the Diego executor runs it, in front of an
+private network namespace, with ``--concurrency 1`` (one worker thread: the per-worker figures), in front of an
 app that holds every connection until the peer closes it and answers HTTP requests. The client
 opens connections in steps (TLS handshakes, client certificates, an HTTP/1.1 request or an
 HTTP/2 stream on each, as the kind needs) and keeps them open; at each step Envoy's memory is
@@ -96,7 +96,8 @@ def read_memory(envoy: EnvoyProcess, connections: int) -> Reading:
 
 class HoldingApp:
     """An app that keeps every connection open until its peer closes it (then closes too, so
-    Envoy's TCP proxy can finish its half-close) and answers each HTTP request it reads."""
+    Envoy's TCP proxy can finish its half-close) and answers each HTTP request it reads;
+    ``accepted`` and ``answered`` count the connections and requests that reached it."""
 
     def __init__(self, ns: Namespace, port: int = APP_PORT):
         with ns.entered():
@@ -106,6 +107,8 @@ class HoldingApp:
         self._selector.register(self._listener, selectors.EVENT_READ)
         self._buffers: dict[socket.socket, bytes] = {}
         self.open_connections = 0
+        self.accepted = 0  # connections accepted since start
+        self.answered = 0  # requests answered since start
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="simnet-holding-app", daemon=True)
 
@@ -140,6 +143,7 @@ class HoldingApp:
             self._buffers[conn] = b""
             self._selector.register(conn, selectors.EVENT_READ)
             self.open_connections += 1
+            self.accepted += 1
 
     def _read(self, sock: socket.socket) -> None:
         try:
@@ -158,6 +162,7 @@ class HoldingApp:
         while b"\r\n\r\n" in buf:
             _, buf = buf.split(b"\r\n\r\n", 1)
             sock.sendall(HTTP_RESPONSE)
+            self.answered += 1
         self._buffers[sock] = buf
 
 
@@ -165,29 +170,34 @@ class HoldingApp:
 
 
 @dataclass
-class _Credentials:
+class Credentials:
+    """Where Envoy's identity (and the client CA) and the router's client certificate are."""
+
     files: CertFiles
     client_chain: str
     client_key: str
 
 
 @contextmanager
-def _credentials() -> Iterator[_Credentials]:
-    """A sidecar identity and a router client certificate, on disk for Envoy and the client."""
+def credentials(label: str = "memory", identity_key_bits: int = pki.CA_KEY_BITS) -> Iterator[Credentials]:
+    """A sidecar identity (instance ``<label>-guid``, an RSA key of ``identity_key_bits``) and
+    a router client certificate, on disk for Envoy and the client until the block ends."""
     now = datetime.now(timezone.utc) - timedelta(hours=1)
-    h = pki.hierarchy(now, prefix="memory")
-    server = pki.instance_identity(h.root, "memory-guid", "127.0.0.1", now=now,
-                                   key=pki.shared_key("memory/identity"))
+    h = pki.hierarchy(now, prefix=label)
+    server = pki.instance_identity(h.root, f"{label}-guid", "127.0.0.1", now=now,
+                                   key=pki.shared_key(f"{label}/identity", identity_key_bits))
     client = pki.client_certificate(h.root, "gorouter", "gorouter", now=now,
-                                    key=pki.shared_key("memory/router"))
-    with tempfile.TemporaryDirectory(prefix="simnet-memory-") as d:
+                                    key=pki.shared_key(f"{label}/router"))
+    with tempfile.TemporaryDirectory(prefix=f"simnet-{label}-") as d:
         p = Path(d)
         (p / "ca.crt").write_bytes(pki.bundle_pem(h.root))
         router = write_credential(p, "router", client)
-        yield _Credentials(CertFiles(*write_credential(p, "id", server), str(p / "ca.crt")), *router)
+        yield Credentials(CertFiles(*write_credential(p, "id", server), str(p / "ca.crt")), *router)
 
 
-def _client_context(kind: str, creds: _Credentials) -> ssl.SSLContext | None:
+def client_context(kind: str, creds: Credentials) -> ssl.SSLContext | None:
+    """The router's TLS context for a listener kind (None for plain ``tcp``): no verification,
+    a client certificate for ``mtls``, ALPN h2 for ``http2``."""
     if kind == "tcp":
         return None
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -200,11 +210,13 @@ def _client_context(kind: str, creds: _Credentials) -> ssl.SSLContext | None:
     return ctx
 
 
-def _http1_send(sock) -> None:
+def http1_send(sock) -> None:
+    """Send one HTTP/1.1 GET (keep-alive)."""
     sock.sendall(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
 
 
-def _http1_response(sock) -> None:
+def http1_response(sock) -> None:
+    """Read the app's 200 "ok" to one request; raises ConnectionError on anything else."""
     data = b""
     while not data.endswith(b"ok"):
         chunk = sock.recv(4096)
@@ -215,20 +227,24 @@ def _http1_response(sock) -> None:
         raise ConnectionError(f"unexpected response {data[:60]!r}")
 
 
-def _http2_send(sock):
-    """Open an HTTP/2 connection and send one GET; returns the h2 state for the response."""
+def http2_send(sock, conn=None):
+    """Send one GET on a new stream of ``conn``, or on a new HTTP/2 connection (preface and
+    settings first) when ``conn`` is None; returns the h2 state for the response."""
     import h2.config
     import h2.connection
 
-    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
-    conn.initiate_connection()
-    conn.send_headers(1, [(":method", "GET"), (":path", "/"), (":authority", "app"),
+    if conn is None:
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+    conn.send_headers(conn.get_next_available_stream_id(), [(":method", "GET"), (":path", "/"), (":authority", "app"),
                           (":scheme", "https")], end_stream=True)
     sock.sendall(conn.data_to_send())
     return conn
 
 
-def _http2_response(sock, conn) -> None:
+def http2_response(sock, conn) -> None:
+    """Read the response to the stream ``http2_send`` opened (status 200), giving the flow
+    control window back, so a connection can carry any number of requests."""
     import h2.events
 
     status = None
@@ -237,6 +253,8 @@ def _http2_response(sock, conn) -> None:
         if not data:
             raise ConnectionError("Envoy closed the HTTP/2 connection")
         for event in conn.receive_data(data):
+            if isinstance(event, h2.events.DataReceived):
+                conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             if isinstance(event, h2.events.ResponseReceived):
                 status = dict(event.headers).get(b":status")
             if isinstance(event, h2.events.StreamEnded):
@@ -251,9 +269,9 @@ class _Client:
     """Opens connections of one kind in two steps, so that many requests are in flight at once
     (small HTTP writes through Envoy wait on delayed ACKs; in a batch those waits overlap)."""
 
-    def __init__(self, kind: str, port: int, creds: _Credentials):
+    def __init__(self, kind: str, port: int, creds: Credentials):
         self.kind, self.port = kind, port
-        self.ctx = _client_context(kind, creds)
+        self.ctx = client_context(kind, creds)
 
     def start(self):
         """Connect, handshake and send the request: the connection, and its protocol state."""
@@ -261,17 +279,17 @@ class _Client:
         sock = self.ctx.wrap_socket(raw) if self.ctx else raw
         state = None
         if self.kind == "http1":
-            _http1_send(sock)
+            http1_send(sock)
         elif self.kind == "http2":
-            state = _http2_send(sock)
+            state = http2_send(sock)
         return sock, state
 
     def finish(self, sock, state) -> None:
         """Read the response (HTTP kinds); the connection then stays open, idle."""
         if self.kind == "http1":
-            _http1_response(sock)
+            http1_response(sock)
         elif self.kind == "http2":
-            _http2_response(sock, state)
+            http2_response(sock, state)
 
 
 def _raise_fd_limit(needed: int) -> None:
@@ -281,7 +299,8 @@ def _raise_fd_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
-def _wait(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    """Poll ``condition`` until it holds; TimeoutError naming ``what`` after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
@@ -314,7 +333,7 @@ def measure(kind: str, counts: Sequence[int], *, mappings: int = 1,
     started = time.monotonic()
     ports = proxy_ports([APP_PORT + i for i in range(mappings)])
     listen_port = ports.mappings[0].proxy
-    with _credentials() as creds, Namespace("memory") as ns:
+    with credentials() as creds, Namespace("memory") as ns:
         ns.ip("link set lo up")
         bootstrap = kind_bootstrap(kind, ports, guid="memory-guid", cert_files=creds.files,
                                    listen_address="127.0.0.1")
@@ -333,7 +352,7 @@ def measure(kind: str, counts: Sequence[int], *, mappings: int = 1,
                                 client.finish(sock, state)
                             if tcp_proxy:  # keep within Envoy's accept backlog (1024)
                                 n = len(held)
-                                _wait(lambda: app.open_connections >= n, "the app's connections")
+                                wait_until(lambda: app.open_connections >= n, "the app's connections")
                     readings.append(_settled(envoy, target))
                     if progress:
                         progress(f"{kind}: {target} connections, "
@@ -342,7 +361,7 @@ def measure(kind: str, counts: Sequence[int], *, mappings: int = 1,
                 for sock, _ in held:
                     sock.close()
             if tcp_proxy:  # a TCP proxy closes upstream once downstream has closed;
-                _wait(lambda: app.open_connections == 0, "Envoy to close its upstream connections")
+                wait_until(lambda: app.open_connections == 0, "Envoy to close its upstream connections")
             after = _settled(envoy, 0)  # HTTP keeps idle upstream connections pooled (1 h)
     return Run(kind, mappings, tuple(readings), after, time.monotonic() - started)
 

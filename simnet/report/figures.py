@@ -227,10 +227,14 @@ def throughput(metrics: Metrics) -> Figure:
                        label="_total")
             top.stairs(req / width, edges, baseline=None, color=OK_COLOUR, linewidth=1.3,
                        label="all responses/s")
+            offered = _series(metrics.issued_per_bin, n) / width
+            if offered.any():
+                top.stairs(offered, edges, baseline=None, color=QUOTA_COLOUR, linewidth=1.0,
+                           linestyle="--", label="offered (sent)/s")
             if err.sum():
                 top.stairs(ok_rate, edges, baseline=None, color=OK_COLOUR, linewidth=0.8,
                            linestyle=":", label="200 OK/s")
-            top.set_ylim(0, max(1.0, float((req / width).max())) * 1.12)
+            top.set_ylim(0, max(1.0, float((req / width).max()), float(offered.max())) * 1.12)
             top.set_ylabel("responses/s")
             top.yaxis.set_major_locator(MaxNLocator(5))
             top.legend(loc="lower right", ncols=2)
@@ -440,6 +444,49 @@ def connections(metrics: Metrics, top_n: int = TOP_N) -> Figure:
         ax.set_ylabel("open connections")
         ax.set_xlabel("time (s)")
         ax.set_xlim(0, edges[-1])
+        _legend(fig)
+        return fig
+
+
+def load(metrics: Metrics, top_n: int = TOP_N) -> Figure:
+    """Busy share and queue over time: each instance's app workers (the busiest named) and
+    each router's cores, per time bin."""
+    insts, routers = metrics.instances, [r for r in metrics.routers if r.utilisation_per_bin]
+    with style():
+        fig = figure(HEIGHT_IN + 1.2)
+        top, bottom = fig.subplots(2, 1, sharex=True)
+        top.set_title("Load over time: share of workers busy (top) and requests waiting (bottom)")
+        if not insts and not routers:
+            empty(top, "no app instances and no router cores")
+            return fig
+        n = metrics.bins
+        edges = bin_edges(metrics)
+        ranked, rest = _rank(insts, [i.utilisation for i in insts], top_n)
+        for k, inst in enumerate(ranked):
+            colour = PALETTE[k % len(PALETTE)]
+            top.stairs(_series(inst.utilisation_per_bin, n), edges, baseline=None, color=colour,
+                       linewidth=1.4, label=f"{_label(inst)} app: {inst.utilisation:.0%} busy, "
+                       f"peak queue {inst.peak_queue:,}")
+            bottom.stairs(_series(inst.queue_per_bin, n), edges, baseline=None, color=colour,
+                          linewidth=1.4)
+        _others(top, rest, lambda i: _series(i.utilisation_per_bin, n), edges, "")
+        _others(bottom, rest, lambda i: _series(i.queue_per_bin, n), edges, "")
+        for r in routers:
+            top.stairs(_series(r.utilisation_per_bin, n), edges, baseline=None, color=QUOTA_COLOUR,
+                       linewidth=1.1, linestyle="--",
+                       label=f"router {r.index} cores: {r.utilisation:.0%} busy, "
+                       f"peak queue {r.peak_queue:,}")
+            bottom.stairs(_series(r.queue_per_bin, n), edges, baseline=None, color=QUOTA_COLOUR,
+                          linewidth=1.1, linestyle="--")
+        top.set_ylim(0, 1.08)
+        top.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:.0%}"))
+        top.set_ylabel("busy")
+        bottom.set_ylabel("waiting (mean)")
+        waiting = [max(i.queue_per_bin, default=0.0) for i in insts]
+        waiting += [max(r.queue_per_bin, default=0.0) for r in routers]
+        bottom.set_ylim(0, max(1.0, max(waiting, default=0.0) * 1.12))
+        bottom.set_xlabel("time (s)")
+        bottom.set_xlim(0, edges[-1])
         _legend(fig)
         return fig
 

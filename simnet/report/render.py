@@ -52,8 +52,9 @@ FIGURE_FILES: tuple[tuple[str, str, str, str], ...] = (
      "Share of requests answered within a given time, client to client, including "
      "handshakes on new connections and retries. Dashed lines mark p50, p95 and p99."),
     ("throughput.png", "throughput", "Throughput and errors",
-     "Responses per second in each time bin, counted when they complete; below, the "
-     "non-200 responses on their own scale."),
+     "Responses per second in each time bin, counted when they complete, beside the offered "
+     "load (requests sent per second, dashed): a gap between them that grows is a queue, a "
+     "plateau below it is capacity; below, the non-200 responses on their own scale."),
     ("memory.png", "memory", "Sidecar memory",
      "Envoy's resident memory per instance: it follows the high-water mark of concurrent "
      "connections and is not given back. The dashed lines are each container's OOM line for "
@@ -62,6 +63,11 @@ FIGURE_FILES: tuple[tuple[str, str, str, str], ...] = (
     ("connections.png", "connections", "Connections per sidecar",
      "Concurrent router connections each sidecar holds (maximum in each time bin); idle "
      "keep-alive connections count."),
+    ("load.png", "load", "Load over time",
+     "Per time bin, the share of each instance's app workers that were busy and the mean "
+     "number of requests waiting for one (the busiest instances named), and the same for "
+     "each router's cores (dashed). A worker share pinned at 100% with a growing queue is "
+     "saturation."),
 )
 """(file, function in :mod:`simnet.report.figures`, heading, caption), in report order.
 Functions are looked up when the report is written, so tests can replace one."""
@@ -221,6 +227,23 @@ def _scalar(v: Any) -> str:
     return str(v)
 
 
+HOP_MEANINGS = {
+    "network": "on the wire: client to load balancer to router to sidecar to app and back",
+    "connect": "TCP and TLS handshakes of new connections (client and backend), on the wire "
+               "and on CPU",
+    "queueing": "waiting for a server: an app worker, an Envoy worker thread, a router core",
+    "cpu": "Envoy's and the router's CPU per request",
+    "service": "the app serving the request (its service_time)",
+}
+
+
+def _breakdown(parts: Mapping[str, float]) -> list[tuple[str, str, str, str]]:
+    """(hop, mean ms, share, what it is) per part of a request's time."""
+    total = sum(parts.values())
+    return [(hop, ms(v), rate(v, total) if total else "—", HOP_MEANINGS[hop])
+            for hop, v in parts.items()]
+
+
 def _instances(metrics: Metrics) -> tuple[list[dict], int]:
     rows = []
     for i in metrics.instances:
@@ -238,6 +261,7 @@ def _instances(metrics: Metrics) -> tuple[list[dict], int]:
             "reported_of": "" if reported is None else f"of {i.app_quota_mb:g} MB",
             "utilisation": f"{i.utilisation:.1%}", "mean_queue": f"{i.mean_queue:.3g}",
             "peak_queue": i.peak_queue, "refused": i.refused,
+            "envoy_utilisation": f"{i.envoy_utilisation:.1%}", "overflow": i.overflow,
         })
     if len(rows) <= MAX_ROWS:
         return rows, 0
@@ -271,8 +295,9 @@ def context(scenario: Scenario, metrics: Metrics, pngs: Mapping[str, bytes],
         "scenario": scenario, "version": __version__,
         "headline": [
             ("requests", f"{req['issued']:,}",
-             f"{completed:,} completed" + (f", {req['in_flight']:,} still in flight at the end"
-                                           if req["in_flight"] else "")),
+             f"{completed:,} completed" + (f", {req['timed_out']:,} timed out"
+                                           if req["timed_out"] else "")
+             + (f", {req['in_flight']:,} still in flight at the end" if req["in_flight"] else "")),
             ("success rate", rate(ok, completed), f"{ok:,} answered 200"),
             ("p50", ms(lat["p50"]), "median latency"),
             ("p95", ms(lat["p95"]), ""),
@@ -296,6 +321,12 @@ def context(scenario: Scenario, metrics: Metrics, pngs: Mapping[str, bytes],
             for file, _fn, heading, caption in SHOWN_FIGURES if file in pngs
         ],
         "instances": instances, "instances_cut": instances_cut,
+        "causes": [(cause, f"{n:,}", rate(n, req["issued"])) for cause, n in
+                   sorted(s["errors_by_cause"].items(), key=lambda kv: (-kv[1], kv[0]))],
+        "breakdown": _breakdown(s["time_breakdown_ms"]),
+        "routers": [{**r, "utilisation": f"{r['utilisation']:.1%}",
+                     "mean_in_progress": f"{r['mean_in_progress']:.3g}",
+                     "mean_time": ms(r["mean_time_ms"])} for r in s["routers"]],
         "changes": facts.get("control_plane_changes", []),
         "facts": _node(stable) if (stable := {k: v for k, v in facts.items()
                                               if not is_volatile(k)}) else None,

@@ -119,6 +119,10 @@ class Latencies(Strict):
 class Cells(Strict):
     count: int = Field(ge=1, le=10_000)
     memory_mb: int = Field(ge=64, description="Memory each cell offers to containers.")
+    cores: int = Field(
+        default=4, ge=1, le=1024, description="CPU cores of a cell (or, on BOSH, of the VM). "
+        "Envoy starts one worker thread per core when its command line sets no --concurrency, "
+        "as the Diego executor's does not.")
     instance_identity_ca: str = Field(
         default="instance-identity",
         description="Name of the CA that signs instance identity certificates.",
@@ -270,6 +274,10 @@ class BackendTLS(Strict):
         "default (TLS 1.3) applies; TLSv1.2 models an older router, and is what makes "
         "`cipher_suites` matter.",
     )
+    max_conns: int = Field(
+        default=500, ge=0, description="`router.backends.max_conns`: requests one router has "
+        "in progress to one endpoint at most; an endpoint at it is skipped, and a route whose "
+        "endpoints are all at it answers 503 (Connection Limit Reached). 0: no limit.")
 
 
 class Routers(Strict):
@@ -284,11 +292,34 @@ class Routers(Strict):
         "RouteController -> VirtualService -> istiod -> the ingress gateway's Envoy."
     )
     balancing: Literal["round-robin", "least-connection"] = "round-robin"
+    cores: int = Field(default=2, ge=1, le=1024, description="CPU cores of one router VM: "
+                       "requests and backend handshakes queue for them.")
+    cpu_per_request_us: float = Field(
+        default=150.0, ge=0, description="Router CPU one proxied request costs (a Go "
+        "httputil.ReverseProxy round trip: about 6,500 requests/s per core).")
+    cpu_per_handshake_us: float = Field(
+        default=1000.0, ge=0, description="Router CPU one backend TLS handshake costs (the "
+        "client side of ECDHE with an RSA-2048 certificate check).")
+    dial_timeout_s: float = Field(
+        default=5.0, gt=0, description="gorouter's `endpoint_dial_timeout`: a TCP connect that "
+        "takes longer fails as a dial error (retried, pruned).")
+    tls_handshake_timeout_s: float = Field(
+        default=10.0, gt=0, description="gorouter's `tls_handshake_timeout`: a backend handshake "
+        "that takes longer fails (retried, pruned).")
+    request_timeout_s: float = Field(
+        default=900.0, gt=0, description="`router.request_timeout_in_seconds` (gorouter's "
+        "endpoint timeout): a backend that has not answered by then gets 502, not retried.")
 
 
 class Ingress(Strict):
     kind: Literal["load_balancer", "istio_gateway", "none"] = "load_balancer"
     balancing: Literal["round-robin", "random"] = "round-robin"
+    max_connections: int | None = Field(
+        default=None, ge=1, description="Client requests the load balancer carries at once; "
+        "one beyond it is answered 503 at the load balancer. Default: no limit.")
+    max_rate_per_s: float | None = Field(
+        default=None, gt=0, description="Requests per second the load balancer admits (a token "
+        "bucket holding one second's worth); beyond it 503. Default: no limit.")
 
 
 class Client(Strict):
@@ -301,6 +332,10 @@ class Client(Strict):
     keep_alive: bool = True
     start_s: float = Field(default=0.0, ge=0)
     duration_s: float | None = Field(default=None, gt=0)
+    timeout_s: float | None = Field(
+        default=None, gt=0, description="The client gives up on a request after this long and "
+        "counts it as timed out (a closed-loop user then sends its next one); the platform "
+        "still serves it. Default: the client waits for every answer.")
 
     @model_validator(mode="after")
     def _model_fields(self) -> "Client":

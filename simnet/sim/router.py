@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING
 
 from simnet.model.placement import Endpoint, Weights
 from simnet.model.tls import Verdict
+from simnet.sim.metrics import RouterSeries
+from simnet.sim.sidecar import OVERFLOW, SERVED
+from simnet.sim.workers import GONE, REFUSED, Occupancy, Workers
 
 if TYPE_CHECKING:
     from simnet.sim.run import Network
@@ -25,6 +28,8 @@ OK = 200
 NOT_FOUND = 404
 NO_ENDPOINT = 503
 BAD_GATEWAY = 502  # the load balancer's answer when the router is down or died mid-request
+TIMED_OUT = 2  # beside sidecar.SERVED / OVERFLOW and workers.REFUSED / GONE
+SUCCESS = (OK, None)
 
 
 class Router:
@@ -33,9 +38,10 @@ class Router:
     go through ``handle``. It starts with the Deployment's route table and follows the route
     updates the timeline sends, as routing-release's registry does."""
 
-    __slots__ = ("env", "net", "metrics", "table", "rr", "pool", "busy", "max_attempts",
+    __slots__ = ("env", "net", "metrics", "table", "rr", "pool", "active", "max_attempts",
                  "keep_alive", "max_idle", "least_conn", "verdicts", "r2s", "s2a", "connect",
-                 "tls", "weights", "random", "keeps_empty", "up", "generation")
+                 "tls", "weights", "random", "keeps_empty", "up", "generation", "capacity",
+                 "cpu", "max_conns", "timeout_s", "in_progress")
 
     def __init__(self, env, net: "Network", routes: dict[str, tuple[Endpoint, ...]], samplers,
                  rng: random.Random | None = None):
@@ -52,7 +58,16 @@ class Router:
         self.keeps_empty = net.deployment.platform.keeps_empty_routes
         self.rr: dict[str, int] = {}
         self.pool: dict[tuple[str, int], list] = {}
-        self.busy: dict[tuple[str, int], int] = {}
+        # requests in progress per endpoint: gorouter's NumberConnections, which both
+        # least-connection and router.backends.max_conns count
+        self.active: dict[tuple[str, int], int] = {}
+        self.capacity = capacity = net.deployment.router
+        self.max_conns = capacity.max_conns
+        self.cpu = (Workers(env, capacity.cores, bins=net.metrics.bins, bin_s=net.metrics.bin_s)
+                    if capacity.request_s or capacity.handshake_s else None)
+        # the endpoint timeout, when a request could outlast it within the run
+        self.timeout_s = capacity.request_timeout_s if capacity.request_timeout_s < s.duration_s else None
+        self.in_progress = Occupancy()
         self.max_attempts = s.routers.max_attempts
         self.keep_alive = s.routers.keep_alive_to_backends
         self.max_idle = s.routers.max_idle_conns_per_backend
@@ -62,13 +77,27 @@ class Router:
         self.up = True
         self.generation = 0  # process restarts so far: a request outliving one ends in 502
 
+    def finish(self, index: int, end_s: float) -> RouterSeries:
+        """This router's figures at the end of the run."""
+        occ = self.in_progress
+        occ.close(end_s)
+        series = RouterSeries(index, mean_in_progress=occ.area / end_s if end_s else 0.0,
+                              handled=occ.left, mean_time_s=occ.total_s / occ.left if occ.left else 0.0)
+        if self.cpu is not None:
+            self.cpu.close(end_s)
+            series.utilisation = self.cpu.utilisation(end_s)
+            series.peak_queue = self.cpu.peak_queue
+            series.utilisation_per_bin = self.cpu.utilisation_per_bin()
+            series.queue_per_bin = self.cpu.queue_per_bin()
+        return series
+
     def go_down(self) -> None:
         """The process stops (restart_router): its idle backend connections close with it."""
         self.up = False
         self.generation += 1
         now = self.env.now
         for idle in self.pool.values():
-            for sc, epoch in idle:
+            for sc, epoch, _ in idle:
                 sc.close(now, epoch)
             idle.clear()
 
@@ -115,9 +144,9 @@ class Router:
     def _choose(self, key, endpoints: tuple[Endpoint, ...], tried) -> Endpoint:
         """Least-connection, or round-robin skipping endpoints this request already tried."""
         if self.least_conn:
-            busy = self.busy
+            active = self.active
             fresh = [e for e in endpoints if e not in tried] or list(endpoints)
-            return min(fresh, key=lambda e: busy.get(e.address, 0))
+            return min(fresh, key=lambda e: active.get(e.address, 0))
         n = len(endpoints)
         start = self.rr.get(key, 0)
         for k in range(n):
@@ -128,121 +157,217 @@ class Router:
         self.rr[key] = start + 1
         return endpoints[start % n]
 
+    def _available(self, key, endpoints: tuple[Endpoint, ...], tried) -> Endpoint | None:
+        """An endpoint below ``max_conns`` by the balancing rule, or None when all are at it
+        (gorouter's round-robin and least-connection skip overloaded endpoints)."""
+        cap, active = self.max_conns, self.active
+        open_ = tuple(e for e in endpoints if active.get(e.address, 0) < cap)
+        if not open_:
+            return None
+        return self._choose(key, open_, tried or ())
+
     def handle(self, host: str, upstream_s: float) -> Generator:
-        """Serve one request; returns its status. ``upstream_s`` is the client-side one-way delay."""
+        """Serve one request: its status, and why it failed (None when it did not).
+        ``upstream_s`` is the client-side one-way delay."""
         if not self.up:
-            return BAD_GATEWAY
+            return BAD_GATEWAY, "router down"
         env, metrics, table, pool = self.env, self.metrics, self.table, self.pool
-        generation, extra = self.generation, self.net.extra_s
-        endpoints = table.get(host)
-        if endpoints is None:
-            return NOT_FOUND
-        key = host  # whose round-robin turn it is: the host's, or its chosen Service's
-        service = None
-        weights = self.weights.get(host)
-        if weights:
-            service = key = self._service(weights)
-            endpoints = tuple(e for e in endpoints if e.service == service)
-        tried: list[Endpoint] | None = None
-        status = NO_ENDPOINT
-        for attempt in range(self.max_attempts):
-            if attempt:
-                endpoints = table.get(host, ())
-                if service:  # Envoy retries within the cluster the route picked
-                    endpoints = tuple(e for e in endpoints if e.service == service)
-                metrics.retries += 1
-            if not endpoints:
-                return status
-            if tried is None and not self.least_conn:  # the common case: plain round-robin
-                i = self.rr.get(key, 0)
-                self.rr[key] = i + 1
-                ep = endpoints[i % len(endpoints)]
-            else:
-                ep = self._choose(key, endpoints, tried or ())
-            addr = ep.address
-            idle = pool.get(addr)
-            if idle is None:
-                idle = pool[addr] = []
-            conn = None
-            while idle:
-                conn = idle.pop()
-                sc, epoch = conn
-                if sc.alive and sc.epoch == epoch:
-                    break
-                conn = None  # the instance restarted or died: that connection is gone
-            out = self.r2s() + extra["router_to_sidecar"]
-            if conn is None:
-                verdict, conn = yield from self._dial(ep, out)
-                if verdict is not Verdict.OK:
-                    status = verdict.status
-                    if verdict.prunable:
-                        self._prune(host, ep)
-                    if not verdict.retriable:
-                        return status
+        in_progress = self.in_progress
+        t0 = env.now
+        in_progress.enter(t0)
+        try:
+            generation, extra = self.generation, self.net.extra_s
+            endpoints = table.get(host)
+            if endpoints is None:
+                return NOT_FOUND, "unknown route"
+            cpu = 0.0  # the router's own work on the request, on a core; with one free, it is
+            if self.cpu is not None:  # spent on the way out (the endpoint is chosen first)
+                cpu = self.capacity.request_s
+                metrics.cpu_s += cpu
+                cores = self.cpu
+                if cores.take():
+                    env.timeout(cpu, cores.generation).callbacks.append(cores.done)
+                else:
+                    metrics.queueing_s += yield from cores.hold(cpu)
+                    cpu = 0.0
+            key = host  # whose round-robin turn it is: the host's, or its chosen Service's
+            service = None
+            weights = self.weights.get(host)
+            if weights:
+                service = key = self._service(weights)
+                endpoints = tuple(e for e in endpoints if e.service == service)
+            tried: list[Endpoint] | None = None
+            status = NO_ENDPOINT
+            cause = "no endpoints"
+            active, max_conns = self.active, self.max_conns
+            for attempt in range(self.max_attempts):
+                if attempt:
+                    endpoints = table.get(host, ())
+                    if service:  # Envoy retries within the cluster the route picked
+                        endpoints = tuple(e for e in endpoints if e.service == service)
+                    metrics.retries += 1
+                if not endpoints:
+                    return status, cause
+                if tried is None and not self.least_conn:  # the common case: plain round-robin
+                    i = self.rr.get(key, 0)
+                    self.rr[key] = i + 1
+                    ep = endpoints[i % len(endpoints)]
+                else:
+                    ep = self._choose(key, endpoints, tried or ())
+                addr = ep.address
+                if max_conns and active.get(addr, 0) >= max_conns:
+                    ep = self._available(key, endpoints, tried)
+                    if ep is None:  # every endpoint at router.backends.max_conns
+                        return NO_ENDPOINT, "connection limit reached"
+                    addr = ep.address
+                idle = pool.get(addr)
+                if idle is None:
+                    idle = pool[addr] = []
+                conn = None
+                while idle:
+                    conn = idle.pop()
+                    sc, epoch, proxied = conn
+                    if sc.alive and sc.epoch == epoch:
+                        break
+                    conn = None  # the instance restarted or died: that connection is gone
+                active[addr] = active.get(addr, 0) + 1
+                out = self.r2s() + extra["router_to_sidecar"]
+                metrics.network_s += out
+                out_cpu, cpu = out + cpu, 0.0
+                if conn is None:
+                    verdict, conn = yield from self._dial(ep, out_cpu)
+                    if verdict is not Verdict.OK:
+                        active[addr] -= 1
+                        status = verdict.status
+                        cause = _CAUSE.get(verdict) or f"backend TLS ({verdict.value})"
+                        if verdict.prunable:
+                            self._prune(host, ep)
+                        if not verdict.retriable:
+                            return status, cause
+                        tried = (tried or []) + [ep]
+                        continue
+                    sc, epoch, proxied = conn
+                    out_cpu = 0.0
+                # a kept-alive connection: the way to the sidecar is part of serve's first step
+                if sc.app != ep.app:
+                    # plain HTTP (seed 000), or TLS whose check names no instance (Istio's shared
+                    # service-account identity): the wrong app answers
+                    metrics.misdelivered += 1
+                    metrics.misdelivered_per_bin[metrics.bin_of(env.now)] += 1
+                inner = self.s2a() + extra["sidecar_to_app"]
+                metrics.network_s += 2 * inner + out + upstream_s
+                back = upstream_s + out + inner
+                if self.timeout_s is None:
+                    served = yield from sc.serve(out_cpu, inner, sc.service(), epoch, back, proxied)
+                else:
+                    served = yield from self._within_timeout(sc, out_cpu, inner, epoch, back, proxied)
+                active[addr] -= 1
+                if served == REFUSED:
+                    # every worker busy and the accept queue full: the app refused the connection;
+                    # Envoy closes the router's connection, a retriable error to gorouter
+                    sc.close(env.now, epoch)
+                    status = Verdict.DIAL_FAILED.status
+                    cause = "app refused (accept queue full)"
                     tried = (tried or []) + [ep]
                     continue
-                sc, epoch = conn
-            else:
-                yield env.timeout(out)
-            if sc.app != ep.app:
-                # plain HTTP (seed 000), or TLS whose check names no instance (Istio's shared
-                # service-account identity): the wrong app answers
-                metrics.misdelivered += 1
-                metrics.misdelivered_per_bin[metrics.bin_of(env.now)] += 1
-            inner = self.s2a() + extra["sidecar_to_app"]
-            service_s = sc.service()
-            if self.least_conn:
-                self.busy[addr] = self.busy.get(addr, 0) + 1
-            yield env.timeout(inner)
-            accepted = yield from sc.serve(service_s, epoch)
-            if accepted:
-                yield env.timeout(upstream_s + out + inner)
-            if self.least_conn:
-                self.busy[addr] -= 1
-            if not accepted:
-                # every worker busy and the accept queue full: the app refused the connection,
-                # a dial error to gorouter (retried on another endpoint)
-                sc.close(env.now, epoch)
-                status = Verdict.DIAL_FAILED.status
-                tried = (tried or []) + [ep]
-                continue
-            if not (sc.alive and sc.epoch == epoch):
-                return Verdict.DIAL_FAILED.status  # the instance died mid-request
-            if self.generation != generation:  # the router restarted while serving this
-                sc.close(env.now, epoch)
-                return BAD_GATEWAY
-            if self.keep_alive and len(idle) < self.max_idle:
-                idle.append(conn)
-            else:
-                sc.close(env.now, epoch)
-            metrics.served[host, sc.app] += 1
-            return OK
-        return status
+                if served == OVERFLOW:  # Envoy's HTTP router: 503 UO, passed on to the client
+                    self._reuse(idle, conn, sc, epoch)
+                    return NO_ENDPOINT, "envoy overflow (circuit breaker)"
+                if served == TIMED_OUT:  # gorouter's endpoint timeout: 502, the connection closed
+                    sc.close(env.now, epoch)
+                    return BAD_GATEWAY, "router endpoint timeout"
+                if served == GONE or not (sc.alive and sc.epoch == epoch):
+                    return Verdict.DIAL_FAILED.status, "instance died mid-request"
+                if self.generation != generation:  # the router restarted while serving this
+                    sc.close(env.now, epoch)
+                    return BAD_GATEWAY, "router restarted mid-request"
+                self._reuse(idle, conn, sc, epoch)
+                metrics.served[host, sc.app] += 1
+                return SUCCESS
+            return status, cause
+        finally:
+            in_progress.leave(env.now, env.now - t0)
+
+    def _reuse(self, idle: list, conn, sc, epoch: int) -> None:
+        """Keep the connection for the next request to this endpoint, or close it."""
+        if self.keep_alive and len(idle) < self.max_idle:
+            idle.append(conn)
+        else:
+            sc.close(self.env.now, epoch)
+
+    def _within_timeout(self, sc, out: float, inner: float, epoch: int, back: float,
+                        proxied: bool) -> Generator:
+        """The backend's answer, or TIMED_OUT when it takes longer than the endpoint timeout
+        (the backend still finishes the request). The timeout runs from the request's arrival
+        at the sidecar to the answer's at the router."""
+        env = self.env
+        if out:
+            yield env.timeout(out)
+        answer = env.process(sc.serve(0.0, inner, sc.service(), epoch, 0.0, proxied))
+        yield answer | env.timeout(self.timeout_s)
+        if not answer.triggered:
+            return TIMED_OUT
+        if answer.value == SERVED:
+            yield env.timeout(back)
+        return answer.value
 
     def _dial(self, ep: Endpoint, out: float) -> Generator:
         """Open TCP (and TLS) to an endpoint: the verdict, and the connection when it is OK."""
-        env, metrics = self.env, self.metrics
-        yield env.timeout(out + self.connect())
+        env, metrics, capacity = self.env, self.metrics, self.capacity
+        connect = out + self.connect()
+        if connect > capacity.dial_timeout_s:  # no SYN-ACK within endpoint_dial_timeout
+            yield env.timeout(capacity.dial_timeout_s)
+            metrics.connect_s += capacity.dial_timeout_s
+            return Verdict.DIAL_TIMEOUT, None
+        yield env.timeout(connect)
+        metrics.connect_s += connect - out
         target = self.net.listeners.get(ep.address)
         if target is None or not target[0].alive:
             return Verdict.DIAL_FAILED, None  # connection refused: nothing listens there now
         sc, listener = target
-        if not sc.open(env.now):
+        opened = sc.open(env.now)
+        if opened is None:
+            return Verdict.CONNECTION_RESET, None  # Envoy's tcp_proxy at max_connections
+        if not opened:
             self.net.crashed(sc)
             return Verdict.DIAL_FAILED, None  # this connection pushed Envoy past the quota
         metrics.connections_opened += 1
         epoch = sc.epoch
         verdict = Verdict.OK
+        started = env.now
         if ep.tls:
             metrics.tls_handshakes += 1
-            yield env.timeout(self.tls())
-            if listener.tls:
-                verdict = self.verdicts[listener.guid == ep.guid, listener.guid in self.net.expired]
+            network = self.tls()
+            cpu = self.capacity.handshake_s if self.cpu is not None else 0.0
+            if network + cpu > capacity.tls_timeout_s:
+                yield env.timeout(capacity.tls_timeout_s)
+                verdict = Verdict.HANDSHAKE_TIMEOUT
             else:
-                verdict = Verdict.HANDSHAKE_FAILURE  # TLS spoken to a plain port
+                yield env.timeout(network)
+                if cpu:  # the router's side of the handshake: a core
+                    waited = yield from self.cpu.hold(cpu)
+                    metrics.queueing_s += waited
+                    metrics.cpu_s += cpu
+                # Envoy's side, where Envoy listens: a worker thread
+                took = (yield from sc.handshake()) if listener.tls else 0.0
+                if took == GONE:
+                    verdict = Verdict.DIAL_FAILED
+                elif env.now - started > capacity.tls_timeout_s:
+                    verdict = Verdict.HANDSHAKE_TIMEOUT
+                elif listener.tls:
+                    verdict = self.verdicts[listener.guid == ep.guid, listener.guid in self.net.expired]
+                else:
+                    verdict = Verdict.HANDSHAKE_FAILURE  # TLS spoken to a plain port
+            metrics.connect_s += env.now - started
         elif listener.tls:
             verdict = Verdict.DIAL_FAILED  # plain HTTP to a TLS listener: reset
         if verdict is not Verdict.OK:
             sc.close(env.now, epoch)
             return verdict, None
-        return verdict, (sc, epoch)
+        return verdict, (sc, epoch, listener.tls)  # Envoy is on the path where TLS ends
+
+
+_CAUSE = {Verdict.DIAL_FAILED: "dial failed", Verdict.DIAL_TIMEOUT: "router dial timeout",
+          Verdict.HANDSHAKE_TIMEOUT: "router TLS handshake timeout",
+          Verdict.CONNECTION_RESET: "envoy overflow (circuit breaker)",
+          Verdict.UPSTREAM_CONNECT_FAILURE: "upstream connect failure"}

@@ -8,7 +8,6 @@ byte-identical results.
 
 from __future__ import annotations
 
-import itertools
 import random
 from collections.abc import Callable
 
@@ -22,6 +21,7 @@ from simnet.model.tls import Verdict
 from simnet.scenario.schema import Client
 from simnet.sim.latency import Sampler, sampler
 from simnet.sim.metrics import InstanceSeries, Metrics
+from simnet.sim.ingress import LoadBalancer
 from simnet.sim.router import Router
 from simnet.sim.sidecar import Sidecar
 
@@ -44,7 +44,7 @@ class Network:
             self.sidecars[inst.guid] = Sidecar(
                 InstanceSeries.of(inst), inst.envoy, inst.base_used_mb, metrics.bins,
                 metrics.bin_s, service[inst.app], env=env, concurrency=app.concurrency,
-                queue_limit=app.queue_limit)
+                queue_limit=app.queue_limit, capacity=deployment.envoy, metrics=metrics)
         self.listeners: dict[Address, tuple[Sidecar, Listener]] = {}
         self.expired: set[str] = set()  # instances whose identity certificate has expired
         # latency_spike faults: extra seconds on each hop now (each crossing pays it)
@@ -121,9 +121,10 @@ def _faults(env: simpy.Environment, net: Network, routers: list[Router]):
                     r.reweigh(weights)
 
 
-def _client(env: simpy.Environment, c: Client, n: int, net: Network, pick: Callable[[], Router],
+def _client(env: simpy.Environment, c: Client, n: int, net: Network, lb: LoadBalancer,
             end_s: float):
-    """Open-loop Poisson arrivals, or closed-loop users each waiting for their answer."""
+    """Open-loop Poisson arrivals, or closed-loop users each waiting for their answer (or
+    giving up at the client's timeout)."""
     s = net.deployment.scenario
     lat = s.latency
     rng = _rng(s.seed, "client", str(n))
@@ -135,28 +136,59 @@ def _client(env: simpy.Environment, c: Client, n: int, net: Network, pick: Calla
     record = _recorder(env, metrics)
     host = c.host
     extra = net.extra_s
+    pick = lb.pick
+
+    def through(new_connection: bool):
+        """The platform's part: to the load balancer, through a router, back."""
+        up = c2i() + extra["client_to_ingress"] + i2r()
+        # A new client connection costs a TCP and a TLS handshake with the load balancer.
+        if new_connection:
+            handshakes = connect() + tls()
+            metrics.connect_s += handshakes
+            yield env.timeout(up + handshakes)
+        else:
+            yield env.timeout(up)
+        metrics.network_s += up
+        if lb.limited:
+            refused = lb.admit(env.now)
+            if refused:
+                return 503, refused
+            answer = yield from pick().handle(host, up)
+            lb.active -= 1
+            return answer
+        return (yield from pick().handle(host, up))
+
+    path = net.deployment.client_paths.get(host)
+    if path is not None and not path.via_proxy:
+        def through(new_connection: bool):  # noqa: F811
+            # The client host's rules let the connection go to the VIP itself: nothing listens.
+            yield env.timeout(c2i() + connect())
+            return Verdict.DIAL_FAILED.status, "nothing listens at the VIP"
+
+    timeout_s = c.timeout_s
+    issued_per_bin, bin_of = metrics.issued_per_bin, metrics.bin_of
 
     def request(new_connection: bool):
         metrics.issued += 1
         metrics.in_flight += 1
         t0 = env.now
-        up = c2i() + extra["client_to_ingress"] + i2r()
-        # A new client connection costs a TCP and a TLS handshake with the load balancer.
-        yield env.timeout(up + connect() + tls() if new_connection else up)
-        status = yield from pick().handle(host, up)
+        issued_per_bin[bin_of(t0)] += 1
+        if timeout_s is None:
+            status, cause = yield from through(new_connection)
+        else:
+            answer = env.process(through(new_connection))
+            yield answer | env.timeout(timeout_s)
+            if not answer.triggered:  # the client gives up; the platform still serves it
+                metrics.in_flight -= 1
+                metrics.timed_out += 1
+                metrics.causes["client timeout"] += 1
+                metrics.errors_per_bin[metrics.bin_of(env.now)] += 1
+                return
+            status, cause = answer.value
         record(status, t0)
         if status != 200:
+            metrics.causes[cause] += 1
             metrics.failed(host, status, t0)
-
-    path = net.deployment.client_paths.get(host)
-    if path is not None and not path.via_proxy:
-        def request(new_connection: bool):  # noqa: F811
-            # The client host's rules let the connection go to the VIP itself: nothing listens.
-            metrics.issued += 1
-            metrics.in_flight += 1
-            t0 = env.now
-            yield env.timeout(c2i() + connect())
-            record(Verdict.DIAL_FAILED.status, t0)
 
     if c.start_s:
         yield env.timeout(c.start_s)
@@ -225,9 +257,10 @@ def simulate(deployment: Deployment, progress: Callable[[float], None] | None = 
                               _rng(s.seed, "router", str(k), "weights")))
     net.routers = routers
     env.process(_faults(env, net, routers))
+    lb = LoadBalancer(s, routers, _rng(s.seed, "ingress"))
     for n, c in enumerate(s.clients):
         end = s.duration_s if c.duration_s is None else min(s.duration_s, c.start_s + c.duration_s)
-        env.process(_client(env, c, n, net, _ingress(s, routers), end))
+        env.process(_client(env, c, n, net, lb, end))
     if progress is None:
         env.run(until=s.duration_s)
     else:
@@ -236,14 +269,6 @@ def simulate(deployment: Deployment, progress: Callable[[float], None] | None = 
             env.run(until=s.duration_s * k / steps)
             progress(k / steps)
     metrics.instances = [sc.finish(env.now) for sc in net.sidecars.values()]
+    metrics.routers = [r.finish(k, env.now) for k, r in enumerate(routers)]
     return metrics
 
-
-def _ingress(s, routers: list[Router]) -> Callable[[], Router]:
-    """The load balancer in front of the routers: which router takes the next request."""
-    if len(routers) == 1:
-        return itertools.repeat(routers[0]).__next__
-    if s.ingress.balancing == "random":
-        choice = _rng(s.seed, "ingress").choice
-        return lambda: choice(routers)
-    return itertools.cycle(routers).__next__

@@ -5,15 +5,20 @@ and an accept queue of ``queue_limit`` places (the listen backlog); a request th
 worker busy and the queue full is refused, as the kernel refuses a connection when the backlog
 is full. Waiting requests get a worker in arrival order (FIFO), so one instance is an
 M/G/c/c+K queue: Erlang C (M/M/c) and Pollaczek-Khinchine (M/G/1) are its oracles in the tests.
+Envoy in front of it has worker threads that every request and every new connection hold for
+their CPU cost, and the circuit breakers of its cluster (``model.capacity.EnvoyCapacity``).
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Generator
 
+from simnet.model.capacity import EnvoyCapacity
 from simnet.model.memory import KB_PER_MB, Footprint
 from simnet.sim.metrics import InstanceSeries
+from simnet.sim.workers import GONE, REFUSED, Workers
+
+SERVED, OVERFLOW = 0, 1  # serve(): answered, or refused by Envoy's circuit breaker
 
 
 class BinnedGauge:
@@ -55,22 +60,20 @@ class Sidecar:
 
     __slots__ = ("guid", "app", "alive", "epoch", "conns", "highwater", "base_mb", "per_conn_mb",
                  "limit_mb", "used_mb", "series", "g_conns", "g_high", "oom_at", "service",
-                 "footprint", "concurrency", "queue_limit", "busy", "queue", "env", "since",
-                 "busy_area", "queue_area")
+                 "footprint", "env", "workers", "envoy", "capacity", "requests", "metrics")
 
     def __init__(self, series: InstanceSeries, footprint: Footprint, used_mb: float, bins: int,
                  bin_s: float, service: Callable[[], float], *, env=None, concurrency: int = 1,
-                 queue_limit: int = 0):
+                 queue_limit: int = 0, capacity: EnvoyCapacity | None = None, metrics=None):
         self.service = service  # the app's service time sampler
         self.env = env
-        self.concurrency = concurrency  # the app's workers
-        self.queue_limit = queue_limit  # its accept queue
-        self.busy = 0  # workers serving a request now
-        self.queue: deque = deque()  # requests waiting for a worker: events, in arrival order
-        # time integrals of busy workers and waiting requests, for utilisation and mean queue
-        self.since = 0.0
-        self.busy_area = 0.0
-        self.queue_area = 0.0
+        self.metrics = metrics
+        self.workers = Workers(env, concurrency, queue_limit, bins, bin_s)  # the app's
+        self.capacity = capacity
+        # Envoy's worker threads, when a request costs them anything
+        self.envoy = (Workers(env, capacity.workers, bins=bins, bin_s=bin_s)
+                      if capacity and (capacity.request_s or capacity.handshake_s) else None)
+        self.requests = 0  # requests Envoy has in progress to the app (HTTP's max_requests)
         self.guid = series.guid
         self.app = series.app
         self.series = series
@@ -97,6 +100,7 @@ class Sidecar:
         self.alive = True
         self.epoch += 1
         self.conns = 0
+        self.requests = 0
         self.highwater = 0
         self.g_conns.set(now, 0)
         self.g_high.set(now, 0)
@@ -105,51 +109,83 @@ class Sidecar:
         self.alive = False
         self.conns = 0
         self.g_conns.set(now, 0)
-        self._account(now)
-        self.busy = 0  # the process is gone, and its workers with it
-        queue, self.queue = self.queue, deque()
-        for waiting in queue:
-            waiting.succeed(False)
+        self.workers.reset()  # the process is gone, and its workers with it
+        if self.envoy:
+            self.envoy.reset()
 
-    def _account(self, now: float) -> None:
-        """Add the time since the last change to the busy and queue integrals."""
-        dt = now - self.since
-        if dt:
-            self.busy_area += self.busy * dt
-            self.queue_area += len(self.queue) * dt
-            self.since = now
+    def handshake(self) -> Generator:
+        """Envoy's share of a new connection (accept, TLS, the upstream connect) on a worker
+        thread: the time it took, or GONE."""
+        if self.envoy is None or not self.capacity.handshake_s:
+            return 0.0
+        waited = yield from self.envoy.hold(self.capacity.handshake_s)
+        if waited == GONE:
+            return GONE
+        self.metrics.queueing_s += waited
+        self.metrics.cpu_s += self.capacity.handshake_s
+        return waited + self.capacity.handshake_s
 
-    def serve(self, service_s: float, epoch: int) -> Generator:
-        """The app serves one request for ``service_s``: on a free worker at once, else after
-        waiting in the accept queue; False when the queue is full (refused, not served)."""
+    def serve(self, out_s: float, inner_s: float, service_s: float, epoch: int, back_s: float,
+              proxied: bool) -> Generator:
+        """The request takes ``out_s`` to the sidecar, Envoy proxies it to the app (its CPU
+        when ``proxied``, then ``inner_s`` to the app), the app serves it for ``service_s`` (on
+        a free worker at once, else after waiting in the accept queue), and the answer takes
+        ``back_s`` back. SERVED; REFUSED
+        when the queue is full; OVERFLOW when Envoy's HTTP ``max_requests`` is reached (503
+        UO); GONE when the instance died meanwhile."""
         if not self.alive or epoch != self.epoch:
-            return True  # the instance died on the way in: the router sees it, not a refusal
-        if self.busy < self.concurrency:
-            self._account(self.env.now)
-            self.busy += 1
-        elif len(self.queue) < self.queue_limit:
-            self._account(self.env.now)
-            granted = self.env.event()
-            self.queue.append(granted)
-            series = self.series
-            if len(self.queue) > series.peak_queue:
-                series.peak_queue = len(self.queue)
-            if not (yield granted):
-                return True  # the instance died while the request waited: the router sees it
+            return GONE  # the instance died on the way in: the router sees it, not a refusal
+        env, metrics, capacity = self.env, self.metrics, self.capacity
+        if proxied and capacity is not None:
+            if not capacity.tcp_proxy and self.requests >= capacity.overflow_at:
+                self.series.overflow += 1
+                return OVERFLOW
+            envoy = self.envoy
+            if envoy is not None and capacity.request_s:
+                if out_s:
+                    yield env.timeout(out_s)
+                    out_s = 0.0
+                    if not self.alive or epoch != self.epoch:
+                        return GONE
+                cpu = capacity.request_s
+                metrics.cpu_s += cpu
+                if envoy.take():  # a free thread: its CPU, then on to the app, in one step
+                    env.timeout(cpu, envoy.generation).callbacks.append(envoy.done)
+                    inner_s += cpu
+                else:
+                    waited = yield from envoy.hold(cpu)
+                    if waited == GONE:
+                        return GONE
+                    metrics.queueing_s += waited
+        self.requests += 1
+        yield env.timeout(out_s + inner_s)
+        workers = self.workers
+        if not self.alive or epoch != self.epoch:
+            return GONE
+        if workers.take():  # a free worker: the service and the way back in one step
+            env.timeout(service_s, workers.generation).callbacks.append(workers.done)
+            yield env.timeout(service_s + back_s)
+            waited = 0.0
         else:
+            waited = yield from workers.hold(service_s, back_s)
+        if epoch == self.epoch:
+            self.requests -= 1
+        if waited == REFUSED:
             self.series.refused += 1
-            return False
-        yield self.env.timeout(service_s)
-        if epoch == self.epoch and self.alive:
-            self._account(self.env.now)
-            if self.queue:
-                self.queue.popleft().succeed(True)  # the worker goes to the next in line
-            else:
-                self.busy -= 1
-        return True
+            return REFUSED
+        if waited == GONE or epoch != self.epoch:
+            return GONE
+        metrics.queueing_s += waited
+        metrics.service_s += service_s
+        return SERVED
 
-    def open(self, now: float) -> bool:
-        """Accept a connection; False if this one made the container run out of memory."""
+    def open(self, now: float) -> bool | None:
+        """Accept a connection; False if this one made the container run out of memory, None
+        if Envoy's tcp_proxy closed it at once (``max_connections`` reached)."""
+        capacity = self.capacity
+        if capacity is not None and capacity.tcp_proxy and self.conns >= capacity.overflow_at:
+            self.series.overflow += 1
+            return None
         self.conns += 1
         self.series.connections_opened += 1
         self.g_conns.set(now, self.conns)
@@ -170,10 +206,17 @@ class Sidecar:
     def finish(self, end_s: float) -> InstanceSeries:
         """The series, complete at ``end_s`` (the end of the run)."""
         s = self.series
-        self._account(end_s)
-        if end_s > 0:
-            s.utilisation = self.busy_area / (self.concurrency * end_s)
-            s.mean_queue = self.queue_area / end_s
+        w = self.workers
+        w.close(end_s)
+        s.utilisation = w.utilisation(end_s)
+        s.mean_queue = w.mean_queue(end_s)
+        s.peak_queue = w.peak_queue
+        s.utilisation_per_bin = w.utilisation_per_bin()
+        s.queue_per_bin = w.queue_per_bin()
+        if self.envoy is not None:
+            self.envoy.close(end_s)
+            s.envoy_utilisation = self.envoy.utilisation(end_s)
+            s.envoy_peak_queue = self.envoy.peak_queue
         s.conns_max = self.g_conns.close()
         s.highwater = self.g_high.close()
         s.memory_mb = [round(self.footprint.memory_mb(h), 6) for h in s.highwater]
