@@ -101,6 +101,17 @@ def test_max_conns_skips_full_endpoints_and_answers_503_when_all_are_full():
     assert conserved(capped) and conserved(free)
 
 
+def test_where_an_envoy_dials_the_instances_gorouters_limits_do_not_apply():
+    """cf-for-k8s's ingress gateway and BOSH's local Envoy are Envoys: no max_conns, their
+    clusters' connect timeouts (MeshConfig 10 s; the BOSH add-on's 1 s), no handshake or
+    route timeout."""
+    for name, dial_s in (("cf-for-k8s", 10.0), ("bosh-istio", 1.0)):
+        router = derive(load(bundled(name))[0]).router
+        assert (router.max_conns, router.dial_timeout_s) == (0, dial_s)
+        assert router.tls_timeout_s == router.request_timeout_s == float("inf")
+    assert derive(load(bundled())[0]).router.max_conns == 500
+
+
 def test_a_dial_that_outlasts_the_dial_timeout_fails_after_it_and_is_retried():
     """A latency spike of 6 s on router -> sidecar: every new connection times out at
     endpoint_dial_timeout (5 s), is pruned and retried, and ends 502."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from simnet.errors import Error, Loc, PortRangeExhausted
 from simnet.model.interception import CapturedPath
-from simnet.model.capacity import EnvoyCapacity, RouterCapacity, envoy_capacity, router_capacity
+from simnet.model.capacity import EnvoyCapacity, RouterCapacity, envoy_capacity
 from simnet.model.cpu import packaged_cpu_calibration
 from simnet.model.memory import additional_allocation_mb, listener_kind
 from simnet.model.placement import (MAX_CONTAINERS, Address, Cells, Endpoint, Instance, Listener,
@@ -129,5 +129,5 @@ def derive(s: Scenario) -> Deployment:
         changes=tuple(later.changes),
         envoy=envoy_capacity(s, platform.envoy_workers(s), listener_kind(s.proxy),
                              packaged_cpu_calibration()) if s.proxy.enabled else None,
-        router=router_capacity(s),
+        router=platform.router_capacity(s),
     )

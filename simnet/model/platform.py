@@ -12,14 +12,19 @@ into the local Envoy, which dials the instance in plain TCP.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
 from simnet.errors import Loc
+from simnet.model.capacity import RouterCapacity, router_capacity
 from simnet.model.capture import BOSHY_SUFFIX, bosh_vip_rules, diego_netin_rules, istio_capture
 from simnet.model.gateway import gateway_destinations
+from simnet.model.bosh import CONNECT_TIMEOUT as BOSH_CONNECT_TIMEOUT
+from simnet.model.ingress import ISTIO_CONNECT_TIMEOUT
 from simnet.model.interception import (BOSH_JOB_UID, BOSH_PROXY_PORT, CONTAINER_APP_UID, CapturedPath,
                                        bosh_client, bosh_vip, istio_config, istio_inbound)
 from simnet.model.placement import CELL_NET, GATEWAY_IP, Address, Endpoint, Instance, Listener, Weights
@@ -66,6 +71,10 @@ class Platform(ABC):
     def own_address(self, inst: Instance) -> str:
         """The address an instance's processes have."""
         return inst.container_ip
+
+    def router_capacity(self, s: Scenario) -> RouterCapacity:
+        """Each router's limits: gorouter's, as the scenario sets them."""
+        return router_capacity(s)
 
     def envoy_workers(self, s: Scenario) -> int:
         """Worker threads of each sidecar Envoy: one per core of the cell, Envoy's default
@@ -116,6 +125,15 @@ class Platform(ABC):
         Diego every pod or VM has the same, and ``inst`` may be None)."""
 
 
+def envoy_router_capacity(s: Scenario, connect_timeout: str) -> RouterCapacity:
+    """The limits when an Envoy dials the instances instead of gorouter: no per-endpoint
+    connection cap (Istio sets its clusters' circuit breakers to 2^32-1), the cluster's
+    ``connect_timeout``, no handshake timeout of its own, no route timeout by default."""
+    return dataclasses.replace(router_capacity(s), max_conns=0,
+                               dial_timeout_s=float(connect_timeout.removesuffix("s")),
+                               tls_timeout_s=math.inf, request_timeout_s=math.inf)
+
+
 class Diego(Platform):
     name = "diego"
     router = "gorouter"
@@ -154,6 +172,11 @@ class Istio(Platform):
     dialer = "the gateway"
     route_kind = "gateway VirtualService"
     keeps_empty_routes = True  # Envoy: a VirtualService without ready pods -> 503 no healthy upstream
+
+    def router_capacity(self, s: Scenario) -> RouterCapacity:
+        """The ingress gateway is an Envoy, not gorouter (``envoy_router_capacity``) with
+        MeshConfig's 10 s connect timeout."""
+        return envoy_router_capacity(s, ISTIO_CONNECT_TIMEOUT)
 
     def envoy_workers(self, s: Scenario) -> int:
         """istio-proxy runs two worker threads: ProxyConfig ``concurrency`` defaults to 2
@@ -205,6 +228,11 @@ class Bosh(Platform):
 
     def own_address(self, inst: Instance) -> str:
         return inst.cell_ip  # a job runs on its VM, with the VM's address
+
+    def router_capacity(self, s: Scenario) -> RouterCapacity:
+        """The client VM's local Envoy dials the instances (``envoy_router_capacity``), with
+        its clusters' 1 s connect timeout."""
+        return envoy_router_capacity(s, BOSH_CONNECT_TIMEOUT)
 
     def configuration_problems(self, s: Scenario) -> Iterator[tuple[Loc, str]]:
         for k, r in enumerate(s.routes):

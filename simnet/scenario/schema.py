@@ -277,7 +277,8 @@ class BackendTLS(Strict):
     max_conns: int = Field(
         default=500, ge=0, description="`router.backends.max_conns`: requests one router has "
         "in progress to one endpoint at most; an endpoint at it is skipped, and a route whose "
-        "endpoints are all at it answers 503 (Connection Limit Reached). 0: no limit.")
+        "endpoints are all at it answers 503 (Connection Limit Reached). 0: no limit. gorouter's "
+        "(Diego); on istio and bosh an Envoy dials the instances, with no such cap.")
 
 
 class Routers(Strict):
@@ -302,7 +303,9 @@ class Routers(Strict):
         "client side of ECDHE with an RSA-2048 certificate check).")
     dial_timeout_s: float = Field(
         default=5.0, gt=0, description="gorouter's `endpoint_dial_timeout`: a TCP connect that "
-        "takes longer fails as a dial error (retried, pruned).")
+        "takes longer fails as a dial error (retried, pruned). On istio and bosh the dialing "
+        "Envoy's cluster connect_timeout applies instead (10 s, 1 s), and the TLS-handshake "
+        "and request timeouts below do not exist.")
     tls_handshake_timeout_s: float = Field(
         default=10.0, gt=0, description="gorouter's `tls_handshake_timeout`: a backend handshake "
         "that takes longer fails (retried, pruned).")
