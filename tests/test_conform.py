@@ -69,7 +69,7 @@ def test_skipped_is_never_passed():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--suite", "dns"], "unknown suite dns: choose from netfilter, tls, envoy, memory, routes"),
+    (["--suite", "dns"], "unknown suite dns: choose from netfilter, tls, envoy, memory, cpu, routes or all"),
     (["--envoy", "/nonexistent/envoy"], "/nonexistent/envoy: --envoy: not an executable file"),
     (["--examples", "0"], "greater than or equal to 1"),
 ])

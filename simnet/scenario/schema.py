@@ -296,11 +296,12 @@ class Routers(Strict):
     cores: int = Field(default=2, ge=1, le=1024, description="CPU cores of one router VM: "
                        "requests and backend handshakes queue for them.")
     cpu_per_request_us: float = Field(
-        default=150.0, ge=0, description="Router CPU one proxied request costs (a Go "
-        "httputil.ReverseProxy round trip: about 6,500 requests/s per core).")
+        default=150.0, ge=0, description="Router CPU one proxied request costs: an estimate "
+        "(about 6,500 requests/s per core), not measured here, since gorouter cannot run; set "
+        "it from your routers' CPU over their request rate.")
     cpu_per_handshake_us: float = Field(
-        default=1000.0, ge=0, description="Router CPU one backend TLS handshake costs (the "
-        "client side of ECDHE with an RSA-2048 certificate check).")
+        default=1000.0, ge=0, description="Router CPU one backend TLS handshake costs: an "
+        "estimate of the client side (ECDHE, verifying the chain), not measured here.")
     dial_timeout_s: float = Field(
         default=5.0, gt=0, description="gorouter's `endpoint_dial_timeout`: a TCP connect that "
         "takes longer fails as a dial error (retried, pruned). On istio and bosh the dialing "

@@ -67,6 +67,7 @@ class RouterSeries:
 
     index: int
     utilisation: float = 0.0
+    mean_queue: float = 0.0  # requests waiting for a core, averaged over the run
     peak_queue: int = 0
     utilisation_per_bin: list[float] = field(default_factory=list)
     queue_per_bin: list[float] = field(default_factory=list)
@@ -76,7 +77,8 @@ class RouterSeries:
 
     def summary(self) -> dict:
         return {"index": self.index, "utilisation": round(self.utilisation, 6),
-                "peak_queue": self.peak_queue, "mean_in_progress": round(self.mean_in_progress, 6),
+                "mean_queue": round(self.mean_queue, 6), "peak_queue": self.peak_queue,
+                "mean_in_progress": round(self.mean_in_progress, 6),
                 "handled": self.handled, "mean_time_ms": round(self.mean_time_s * 1000, 6)}
 
 

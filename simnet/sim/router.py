@@ -84,11 +84,7 @@ class Router:
         series = RouterSeries(index, mean_in_progress=occ.area / end_s if end_s else 0.0,
                               handled=occ.left, mean_time_s=occ.total_s / occ.left if occ.left else 0.0)
         if self.cpu is not None:
-            self.cpu.close(end_s)
-            series.utilisation = self.cpu.utilisation(end_s)
-            series.peak_queue = self.cpu.peak_queue
-            series.utilisation_per_bin = self.cpu.utilisation_per_bin()
-            series.queue_per_bin = self.cpu.queue_per_bin()
+            self.cpu.report(series, end_s)
         return series
 
     def go_down(self) -> None:

@@ -206,13 +206,7 @@ class Sidecar:
     def finish(self, end_s: float) -> InstanceSeries:
         """The series, complete at ``end_s`` (the end of the run)."""
         s = self.series
-        w = self.workers
-        w.close(end_s)
-        s.utilisation = w.utilisation(end_s)
-        s.mean_queue = w.mean_queue(end_s)
-        s.peak_queue = w.peak_queue
-        s.utilisation_per_bin = w.utilisation_per_bin()
-        s.queue_per_bin = w.queue_per_bin()
+        self.workers.report(s, end_s)
         if self.envoy is not None:
             self.envoy.close(end_s)
             s.envoy_utilisation = self.envoy.utilisation(end_s)

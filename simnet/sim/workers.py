@@ -137,6 +137,16 @@ class Workers:
         """Bring the integrals up to the end of the run."""
         self._account(end_s)
 
+    def report(self, series, end_s: float) -> None:
+        """Write the pool's figures at ``end_s`` onto a series (an instance's or a router's):
+        ``utilisation``, ``mean_queue``, ``peak_queue`` and their per-bin values."""
+        self.close(end_s)
+        series.utilisation = self.utilisation(end_s)
+        series.mean_queue = self.mean_queue(end_s)
+        series.peak_queue = self.peak_queue
+        series.utilisation_per_bin = self.utilisation_per_bin()
+        series.queue_per_bin = self.queue_per_bin()
+
     def utilisation(self, end_s: float) -> float:
         """Busy servers over the run, as a share of all of them."""
         return sum(self.busy_bins) / (self.servers * end_s) if end_s > 0 else 0.0
