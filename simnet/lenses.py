@@ -1,5 +1,5 @@
 """One scenario through the lenses: load -> derive -> simulate (-> report), derive -> realize,
-derive -> analyze.
+derive -> emulate (-> report), derive -> analyze.
 
 Every entry point goes through these functions: ``simnet run`` and ``compare``, sweeps (each
 point), planning's allocation sweep, the questions and the analysis (derive), and the
@@ -26,8 +26,9 @@ from simnet.sim.metrics import Metrics
 if TYPE_CHECKING:
     from simnet.real.realize import Realization
 
-__all__ = ["RunOutput", "compare", "derive", "deployment_facts", "load", "load_and_derive",
-           "realize", "run", "simulate", "simulate_and_report"]
+__all__ = ["RunOutput", "compare", "derive", "deployment_facts", "emulate_and_report", "load",
+           "load_and_derive", "realize", "run", "scaled", "simulate", "simulate_and_report",
+           "validate", "ValidationOutput"]
 
 
 @dataclass
@@ -39,6 +40,7 @@ class RunOutput:
     metrics: Metrics
     wall_s: float
     report_files: list[Path]
+    emulation: dict | None = None  # an emulated run's own facts (Observed.facts)
 
 
 def load(path: str | Path) -> tuple[Scenario, SourceMap]:
@@ -108,6 +110,11 @@ def simulate_and_report(scenario: Scenario, deployment: Deployment, reports_dir:
     t0 = time.perf_counter()
     metrics = simulate(deployment, progress)
     wall = time.perf_counter() - t0
+    return _report(deployment, metrics, wall, reports_dir / scenario.name)
+
+
+def _report(deployment: Deployment, metrics: Metrics, wall: float, directory: Path,
+            extra: dict | None = None) -> RunOutput:
     from simnet.report.render import write_report  # matplotlib is slow to import: only now
     from simnet import __version__
     from simnet.model.reachability import reach_matrix  # networkx, only when reporting
@@ -117,10 +124,37 @@ def simulate_and_report(scenario: Scenario, deployment: Deployment, reports_dir:
              "reachability": {"limits": list(reach.limits), "ports": reach.facts()},
              # each push or route mapping: when routers had it, and the 404/503s meanwhile
              "control_plane_changes": metrics.windows(deployment.changes),
+             **(extra or {}),
              "wall_s": round(wall, 3)}  # wall time: shown in the HTML, kept out of summary.json
-    files = write_report(deployment, metrics, reports_dir / scenario.name, facts=facts,
-                         reach=reach)
-    return RunOutput(scenario, deployment, metrics, wall, files)
+    files = write_report(deployment, metrics, directory, facts=facts, reach=reach)
+    return RunOutput(deployment.scenario, deployment, metrics, wall, files)
+
+
+def scaled(scenario: Scenario, *, duration_s: float | None = None,
+           rate_scale: float = 1.0) -> Scenario:
+    """The scenario cut to ``duration_s`` and with every client's load times ``rate_scale``
+    (open-loop rates, closed-loop users rounded up): what ``emulate`` and ``validate`` run."""
+    import math
+
+    clients = [c.model_copy(update={
+        "rate_per_s": None if c.rate_per_s is None else c.rate_per_s * rate_scale,
+        "users": None if c.users is None else max(1, math.ceil(c.users * rate_scale))})
+        for c in scenario.clients]
+    return scenario.model_copy(update={"clients": clients,
+                                       "duration_s": duration_s or scenario.duration_s})
+
+
+def emulate_and_report(scenario: Scenario, deployment: Deployment, reports_dir: Path,
+                       progress: Callable[[float], None] | None = None) -> RunOutput:
+    """Run the derived deployment on real components and write
+    reports/<scenario name>-emulated/ in the schema a simulated run writes."""
+    from simnet.emulate import emulate, metrics_of  # namespaces, processes: only when asked
+
+    observed = emulate(deployment, progress=progress)
+    out = _report(deployment, metrics_of(deployment, observed), observed.wall_s,
+                  reports_dir / f"{scenario.name}-emulated", {"emulation": observed.facts()})
+    out.emulation = observed.facts()
+    return out
 
 
 def compare(paths: list[str | Path], reports_dir: Path,
@@ -138,3 +172,37 @@ def compare(paths: list[str | Path], reports_dir: Path,
     files = write_comparison([(o.scenario, o.metrics) for o in outputs],
                              reports_dir / comparison_name([o.scenario for o in outputs]))
     return outputs, files
+
+
+@dataclass
+class ValidationOutput:
+    """A simulation held to its emulated twin: the runs, the checks and the page written."""
+
+    simulated: list[Metrics]
+    emulated: RunOutput
+    checks: list
+    distribution: dict
+    files: list[Path]
+
+    @property
+    def agrees(self) -> bool:
+        return all(c.agrees for c in self.checks)
+
+
+def validate(scenario: Scenario, deployment: Deployment, reports_dir: Path, *,
+             replications: int = 3,
+             progress: Callable[[float], None] | None = None) -> ValidationOutput:
+    """Simulate the scenario with ``replications`` seeds (seed, seed+1, ...), emulate it once, and
+    write reports/<name>-validation/ (validation.json, validation.html) beside the emulated
+    run's own report."""
+    from simnet.emulate.validate import checks, distribution, to_json
+    from simnet.report.validation import write_validation
+
+    simulated = [simulate(deployment if k == 0 else derive(
+        scenario.model_copy(update={"seed": scenario.seed + k}))) for k in range(replications)]
+    emulated = emulate_and_report(scenario, deployment, reports_dir, progress)
+    results = checks(simulated, emulated.metrics, emulated.emulation)
+    dist = distribution(simulated, emulated.metrics, scenario.seed)
+    files = write_validation(scenario, simulated, emulated.metrics, to_json(results), dist,
+                             reports_dir / f"{scenario.name}-validation")
+    return ValidationOutput(simulated, emulated, results, dist, files)

@@ -1,6 +1,7 @@
 """The package's layering, checked by walking its source: imports form no cycle, no module
 imports another's ``_private`` name, ``model/`` stays pure, and the lenses only depend
-downwards (scenario <- model <- sim | real <- lenses <- cli; report under lenses and cli).
+downwards (scenario <- model <- sim | real <- emulate <- lenses <- cli; report under lenses
+and cli).
 
 Imports are read with ``ast``, at module level and inside functions alike (an import inside
 a function that dodges a cycle is still a cycle); only ``if TYPE_CHECKING:`` blocks, which
@@ -21,7 +22,7 @@ IMPURE = {"simpy", "subprocess", "socket", "ctypes", "shutil", "tempfile", "os",
           "threading", "multiprocessing", "importlib.resources", "time", "random"}
 FILE_IO = {"open", "read_text", "read_bytes", "write_text", "write_bytes", "mkdir", "unlink"}
 # The lenses and their consumers: a package may import only those on its own side or below.
-ABOVE_MODEL = ("simnet.sim", "simnet.real", "simnet.report", "simnet.cli", "simnet.lenses",
+ABOVE_MODEL = ("simnet.sim", "simnet.real", "simnet.emulate", "simnet.report", "simnet.cli", "simnet.lenses",
                "simnet.sweep", "simnet.conformance", "simnet.questions", "simnet.analysis",
                "simnet.planning", "simnet.strategies")
 
@@ -120,6 +121,17 @@ def test_sim_and_real_consume_the_model_and_not_each_other():
                 if (a.startswith("simnet.sim") and b.startswith(("simnet.real", "simnet.report")))
                 or (a.startswith("simnet.real") and b.startswith(("simnet.sim", "simnet.report")))]
     assert not crossing, crossing
+
+
+def test_emulate_runs_the_real_side_and_shares_only_the_simulations_vocabulary():
+    """The twin realizes and observes; it never simulates: of ``sim/`` it takes only the
+    ``Metrics`` both lenses report in. Nothing below the lenses imports it."""
+    g = graph()
+    from_sim = {b for a, b in g.edges if a.startswith("simnet.emulate") and b.startswith("simnet.sim")}
+    assert from_sim == {"simnet.sim.metrics"}, from_sim
+    importers = {a for a, b in g.edges if b.startswith("simnet.emulate")
+                 and not a.startswith("simnet.emulate")}
+    assert importers <= {"simnet.lenses"} | {n for n in modules() if n.startswith("simnet.cli")}, importers
 
 
 def test_only_the_lenses_and_the_cli_import_the_report():

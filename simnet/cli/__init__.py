@@ -13,6 +13,7 @@ from simnet.cli import (
     bosh,
     conform,
     cpu,
+    emulate,
     iptables,
     memory,
     ports,
@@ -31,11 +32,11 @@ app = typer.Typer(
     help="Model the network path of sidecar-proxy platforms and check it against real components.",
 )
 for command in (run.run, run.compare, run.schema, ports.ports, reach.reach, sweep.sweep,
-                conform.conform, analyze.analyze):
+                emulate.emulate, emulate.validate, conform.conform, analyze.analyze):
     app.command()(command)
 for group, name in ((tls.tls_app, "tls"), (memory.memory_app, "memory"), (cpu.cpu_app, "cpu"),
                     (iptables.iptables_app, "iptables"), (routes.routes_app, "routes"),
-                    (bosh.bosh_app, "bosh")):
+                    (bosh.bosh_app, "bosh"), (emulate.calibrate_app, "calibrate")):
     app.add_typer(group, name=name)
 
 

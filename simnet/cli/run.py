@@ -42,8 +42,9 @@ class LazyProgress:
 def summary_table(out) -> Table:
     m = out.metrics
     s = m.summary()
-    t = Table(title=f"simnet run: {out.scenario.name} (seed {out.scenario.seed}, "
-                    f"{out.scenario.duration_s:g} s simulated, {out.wall_s:.2f} s wall)")
+    how = ("emulate", "emulated") if out.emulation is not None else ("run", "simulated")
+    t = Table(title=f"simnet {how[0]}: {out.scenario.name} (seed {out.scenario.seed}, "
+                    f"{out.scenario.duration_s:g} s {how[1]}, {out.wall_s:.2f} s wall)")
     t.add_column("metric")
     t.add_column("value", justify="right")
     req = s["requests"]

@@ -9,7 +9,9 @@ behaviour and run cleanly on today's Envoy:
 
 - certificates are read from files named in ``CertFiles``; the executor instead points each
   listener at file-based SDS secrets (``sds-id-cert-and-key.yaml``, ``sds-c2c-cert-and-key.yaml``,
-  ``sds-id-validation-context.yaml``) so it can rotate them without restarting Envoy;
+  ``sds-id-validation-context.yaml``) so it can rotate them without restarting Envoy. With
+  ``CertFiles.sds_file`` the identity is read that way too (``sds_secret`` is the file's
+  content), so a rotation or an expired certificate reaches a running Envoy as it does on a cell;
 - the admin ``access_log_path: /dev/null`` (deprecated) is left out: no admin access log either way;
 - the runtime layer setting the removed guard ``envoy.reloadable_features.new_tcp_connection_pool``
   to false is left out: Envoy >= 1.2x ignores it and reports an envoy_bug;
@@ -49,6 +51,26 @@ class CertFiles:
     trusted_ca: str | None = None
     c2c_cert_chain: str | None = None
     c2c_private_key: str | None = None
+    sds_file: str | None = None  # the identity as a file-based SDS secret, watched by Envoy
+
+
+SDS_SECRET = "id-cert-and-key"  # the executor's secret name (sds-id-cert-and-key.yaml)
+SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+
+
+def sds_secret(chain_pem: str, key_pem: str) -> dict:
+    """The content of the identity's SDS file: one Secret with the chain and key inline, as
+    the executor's credential manager writes ``sds-id-cert-and-key.yaml``."""
+    return {"resources": [{"@type": SECRET_TYPE, "name": SDS_SECRET, "tls_certificate": {
+        "certificate_chain": {"inline_string": chain_pem},
+        "private_key": {"inline_string": key_pem}}}]}
+
+
+def _sds_config(path: str) -> dict:
+    directory = path.rsplit("/", 1)[0] or "/"
+    return {"name": SDS_SECRET, "sds_config": {
+        "path_config_source": {"path": path, "watched_directory": {"path": directory}},
+        "resource_api_version": "V3"}}
 
 
 def cluster_name(app_port: int) -> str:
@@ -98,6 +120,9 @@ def downstream_tls_context(
         ],
         "tls_params": {"cipher_suites": list(CIPHER_SUITES)},
     }
+    if cert_files.sds_file and not (c2c and cert_files.c2c_cert_chain):
+        del common["tls_certificates"]
+        common["tls_certificate_sds_secret_configs"] = [_sds_config(cert_files.sds_file)]
     if proxy.enable_http2 and not c2c:
         common["alpn_protocols"] = list(ALPN_PROTOCOLS)
     context: dict = {"@type": DOWNSTREAM_TLS_TYPE, "common_tls_context": common}

@@ -91,15 +91,16 @@ class EnvoyProcess:
     """A running Envoy for one bootstrap; use as a context manager.
 
     Started with ``--disable-hot-restart`` (no shared memory, so instances never collide on a
-    base id), ``--concurrency 1`` and ``--log-level warn``; its output goes to ``envoy.log``
+    base id), ``--concurrency`` worker threads (default 1) and ``--log-level warn``; its output goes to ``envoy.log``
     in a private temp dir removed on exit. With ``namespace`` Envoy runs in that network
     namespace (``nsenter --net``, which execs Envoy in place: ``pid`` is Envoy's) and the admin
     API is reached from inside it.
     """
 
     def __init__(self, bootstrap: dict, *, ready_timeout_s: float = 30.0, log_level: str = "warn",
-                 namespace: Namespace | None = None):
+                 namespace: Namespace | None = None, concurrency: int = 1):
         self.bootstrap = bootstrap
+        self.concurrency = concurrency
         self.ready_timeout_s = ready_timeout_s
         self.log_level = log_level
         self.namespace = namespace
@@ -130,7 +131,7 @@ class EnvoyProcess:
             self._proc = subprocess.Popen(
                 [
                     *enter, envoy_path(), "-c", str(config),
-                    "--disable-hot-restart", "--concurrency", "1",
+                    "--disable-hot-restart", "--concurrency", str(self.concurrency),
                     "--log-level", self.log_level,
                     "--admin-address-path", str(self._dir / "admin.address"),
                 ],
@@ -155,6 +156,13 @@ class EnvoyProcess:
             f"envoy not LIVE on 127.0.0.1:{self.admin_port}/ready after {self.ready_timeout_s}s",
             self.log(),
         )
+
+    def crash(self) -> None:
+        """SIGKILL, as a crash: the kernel closes its connections (their peers see them end);
+        ``stop()`` still removes its files."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
 
     def stop(self) -> None:
         """Terminate Envoy (SIGTERM, then SIGKILL after a grace period) and remove its files."""

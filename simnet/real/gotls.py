@@ -90,26 +90,33 @@ def _go_env(root: Path, cache: Path) -> dict[str, str]:
             "GOPATH": str(cache / "gopath"), "CGO_ENABLED": "0"}
 
 
-@lru_cache(maxsize=1)
-def probe_path() -> Path:
-    """The built probe, building it on first use (tens of seconds with a cold Go cache)."""
+@lru_cache(maxsize=None)
+def go_binary(source: Path, name: str) -> Path:
+    """The program at ``source`` (one Go file, standard library only) built into the cache,
+    building it on first use (tens of seconds with a cold Go cache); the cache key is the
+    source and the Go version, so an edited source is rebuilt."""
     root = go_root()
     version = (root / "VERSION").read_text().split()[0]
-    digest = hashlib.sha256(SOURCE.read_bytes() + version.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(source.read_bytes() + version.encode()).hexdigest()[:16]
     cache = _cache_dir()
-    target = cache / f"goprobe-{digest}"
+    target = cache / f"{name}-{digest}"
     if target.exists():
         return target
     cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache, prefix="goprobe-build-") as d:
-        out = Path(d, "goprobe")
-        proc = subprocess.run([str(root / "bin" / "go"), "build", "-o", str(out), str(SOURCE)],
+    with tempfile.TemporaryDirectory(dir=cache, prefix=f"{name}-build-") as d:
+        out = Path(d, name)
+        proc = subprocess.run([str(root / "bin" / "go"), "build", "-o", str(out), str(source)],
                               capture_output=True, text=True, cwd=d, timeout=BUILD_TIMEOUT_S,
                               env=_go_env(root, cache))
         if proc.returncode != 0:
-            raise GoError(f"go build of {SOURCE} failed:\n{proc.stderr}")
+            raise GoError(f"go build of {source} failed:\n{proc.stderr}")
         os.replace(out, target)  # atomic: a concurrent build never leaves half a binary
     return target
+
+
+def probe_path() -> Path:
+    """The built TLS probe."""
+    return go_binary(SOURCE, "goprobe")
 
 
 def go_version() -> str:

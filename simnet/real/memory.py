@@ -72,7 +72,7 @@ class Run:
                 "after_close": asdict(self.after_close)}
 
 
-def _smaps(pid: int) -> dict[str, int]:
+def smaps_kb(pid: int) -> dict[str, int]:
     fields = {}
     with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
@@ -85,7 +85,7 @@ def _smaps(pid: int) -> dict[str, int]:
 def read_memory(envoy: EnvoyProcess, connections: int) -> Reading:
     """Envoy's memory now, from its admin API and from the kernel."""
     tc = json.loads(envoy.admin_get("/memory"))
-    sm = _smaps(envoy.pid)
+    sm = smaps_kb(envoy.pid)
     return Reading(connections, sm["Private_Dirty"] / 1000, sm["Pss"] / 1000, sm["Rss"] / 1000,
                    int(tc["allocated"]) / 1e6, int(tc["heap_size"]) / 1e6,
                    int(tc["total_physical_bytes"]) / 1e6)

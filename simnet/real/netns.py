@@ -346,7 +346,7 @@ def create_namespaces(namespaces: Iterable[Namespace], root_lines: Iterable[str]
 # ----------------------------------------------------------------------------- topology
 
 
-def _sysctl_defaults(ifnames: Iterable[str], forwarding: bool,
+def sysctl_defaults(ifnames: Iterable[str], forwarding: bool,
                      accept_local: bool = False) -> dict[str, int]:
     """Sysctls fixed in both namespaces so results do not depend on the host.
 
@@ -477,8 +477,8 @@ class Topology(AddressPlan, NamespaceGroup):
         create_namespaces([self.pod, self.peer], veths)
         try:
             ifnames = [link.name for link in self.links]
-            self.pod.sysctls(_sysctl_defaults(ifnames, self.forwarding))
-            self.peer.sysctls(_sysctl_defaults(ifnames, False, accept_local=True))
+            self.pod.sysctls(sysctl_defaults(ifnames, self.forwarding))
+            self.peer.sysctls(sysctl_defaults(ifnames, False, accept_local=True))
             jobs = [(self.pod.name, 0, self._pod_lines()), (self.peer.name, 0, self._peer_lines())]
             if self.ipv6:
                 jobs.append((self.peer.name, 6, self._peer_lines6()))
@@ -544,9 +544,9 @@ class CellTopology(NamespaceGroup):
         ]
         create_namespaces(self.namespaces, veths)
         try:
-            self.router.sysctls(_sysctl_defaults(["eth0"], False))
-            self.cell.sysctls(_sysctl_defaults(["r0", "w0"], True))
-            self.container.sysctls(_sysctl_defaults(["eth0"], False))
+            self.router.sysctls(sysctl_defaults(["eth0"], False))
+            self.cell.sysctls(sysctl_defaults(["r0", "w0"], True))
+            self.container.sysctls(sysctl_defaults(["eth0"], False))
             _ip_batches([
                 (self.router.name, 0, [
                     "link set lo up", "link set eth0 up",

@@ -11,6 +11,8 @@ host ports, and the scenario's proxy settings, through ``model.envoy.sidecar_boo
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import tempfile
 from contextlib import ExitStack
@@ -22,7 +24,7 @@ from simnet.errors import Error
 from simnet.model import pki
 from simnet.model.capture import diego_netin_rules
 from simnet.model.deployment import Deployment
-from simnet.model.envoy import CertFiles, sidecar_bootstrap
+from simnet.model.envoy import CertFiles, sds_secret, sidecar_bootstrap
 from simnet.model.placement import Instance
 from simnet.model.platform import Diego
 from simnet.real.envoy import EnvoyProcess, validate
@@ -76,6 +78,22 @@ class Realization:
                 validate(sc.bootstrap)
         return len(seen)
 
+    def write_identity(self, guid: str, *, expired: bool = False, now: datetime | None = None) -> None:
+        """A new identity certificate for ``guid`` into its SDS file (realized with ``sds``),
+        written beside it and moved into place, which is what a watching Envoy reloads on: the
+        rep's credential manager rotating it, or with ``expired`` one whose validity has ended
+        (a rotation that came too late)."""
+        sc = self.sidecars[guid]
+        if sc.cert_files.sds_file is None:
+            raise RealizeError(f"{guid} was realized without sds: its Envoy cannot reload")
+        now = now or datetime.now(timezone.utc) - timedelta(minutes=1)
+        validity = pki.DEFAULT_IDENTITY_VALIDITY
+        issued = now - validity - timedelta(hours=1) if expired else now
+        s = self.deployment.scenario
+        pair = pki.instance_identity(self.authorities[s.cells.instance_identity_ca], guid,
+                                     sc.instance.container_ip, now=issued, validity=validity)
+        write_sds(sc.cert_files.sds_file, pair)
+
     def start(self, guid: str) -> RealSidecar:
         """Bring one instance up as its cell would: router, cell and container namespaces,
         the cell's NetIn rules for it, and its Envoy in the container (needs root)."""
@@ -105,12 +123,26 @@ class Realization:
         self.close()
 
 
+def write_sds(path: str, pair: pki.KeyPair) -> None:
+    """The identity's SDS file, replaced atomically (a rename into the watched directory)."""
+    chain = pki.bundle_pem(pair.cert, *pair.chain).decode()
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+    tmp.write_text(json.dumps(sds_secret(chain, pki.key_pem(pair.key).decode())))
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
 def realize(deployment: Deployment, directory: Path | None = None, *,
-            guids: list[str] | None = None, now: datetime | None = None) -> Realization:
+            guids: list[str] | None = None, now: datetime | None = None,
+            sds: bool = False) -> Realization:
     """Write the credentials and bootstraps of the deployment's sidecars (those of ``guids``,
     default every instance with a proxy) into ``directory`` (default a private temporary one,
     removed on close). The CAs are made here, named as the scenario names them; each instance
     identity has CN and DNS SAN = its guid and IP SAN = its container IP, as Diego issues them.
+
+    With ``sds`` each identity is also written as a file-based SDS secret in a directory of its
+    own, which the bootstrap points Envoy at (as the executor does), so ``write_identity`` can
+    rotate or expire it under a running Envoy.
 
     Diego sidecars only: cf-for-k8s pods and BOSH VMs get their Envoy config from a control
     plane (``real.ingress`` runs the ingress gateway's; the emulated twin will run the rest)."""
@@ -136,7 +168,13 @@ def realize(deployment: Deployment, directory: Path | None = None, *,
             pair = pki.instance_identity(cas[s.cells.instance_identity_ca], inst.guid,
                                          inst.container_ip, now=now)
             cert, key = write_credential(directory, inst.guid, pair)
-            files = CertFiles(cert, key, trusted_ca=None if trusted is None else str(trusted))
+            sds_file = None
+            if sds:
+                (directory / inst.guid).mkdir(exist_ok=True)
+                sds_file = str(directory / inst.guid / "sds-id-cert-and-key.json")
+                write_sds(sds_file, pair)
+            files = CertFiles(cert, key, trusted_ca=None if trusted is None else str(trusted),
+                              sds_file=sds_file)
             sidecars[inst.guid] = RealSidecar(inst, files, sidecar_bootstrap(
                 inst.proxy, guid=inst.guid, proxy=s.proxy, cert_files=files,
                 app_address=inst.container_ip))

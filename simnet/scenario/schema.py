@@ -97,6 +97,28 @@ def constant(ms: float) -> Constant:
     return Constant(dist="constant", value_ms=ms)
 
 
+class Overhead(Strict):
+    """Time the real components take to pass a request on, round trip, beyond the hop delays:
+    what ``simnet calibrate hops`` measures on a machine (the load balancer with the client's
+    own stack, the router, the sidecar Envoy with the app's server). The simulator adds half
+    of each draw to its hop each way; the emulation sleeps none of it (its components spend it
+    for real)."""
+
+    load_balancer: Latency = Field(default_factory=lambda: constant(0.0))
+    router: Latency = Field(default_factory=lambda: constant(0.0))
+    sidecar: Latency = Field(default_factory=lambda: constant(0.0))
+
+
+class OverheadBlock(Strict):
+    overhead: Overhead
+
+
+class HopCalibrationFile(Strict):
+    """What ``simnet calibrate hops`` writes: a ``latency.overhead`` block for a scenario."""
+
+    latency: OverheadBlock
+
+
 class Latencies(Strict):
     """One-way latency per hop, and the cost of handshakes (charged on new connections only)."""
 
@@ -111,6 +133,9 @@ class Latencies(Strict):
         default_factory=lambda: constant(2.0),
         description="Full TLS handshake including the ECDHE/RSA crypto on both ends.",
     )
+    overhead: Overhead = Field(
+        default_factory=Overhead, description="Processing time of the real components, round "
+        "trip, as `simnet calibrate hops` measured it (zero unless set).")
 
 
 # --- platform --------------------------------------------------------------------------

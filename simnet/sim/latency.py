@@ -27,3 +27,14 @@ def sampler(dist: Constant | Exponential | LogNormal | Uniform, rng: random.Rand
     if isinstance(dist, LogNormal):
         return partial(rng.lognormvariate, math.log(dist.median_ms / 1000), dist.sigma)
     return partial(rng.uniform, dist.low_ms / 1000, dist.high_ms / 1000)
+
+
+def with_overhead(base: Sampler, overhead: Constant | Exponential | LogNormal | Uniform,
+                  rng: random.Random) -> Sampler:
+    """``base`` plus half a draw of a component's round-trip processing time (the scenario's
+    ``latency.overhead``): the hop is crossed twice with one draw, so the component's whole
+    time is charged per request. ``base`` itself when there is none."""
+    if isinstance(overhead, Constant) and overhead.value_ms == 0:
+        return base
+    extra = sampler(overhead, rng)
+    return lambda: base() + extra() / 2

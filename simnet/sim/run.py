@@ -19,7 +19,7 @@ from simnet.model.timeline import (CertExpired, CertRotated, LatencyChange, Rout
                                    RoutesChanged, Start, Stop)
 from simnet.model.tls import Verdict
 from simnet.scenario.schema import Client
-from simnet.sim.latency import Sampler, sampler
+from simnet.sim.latency import Sampler, sampler, with_overhead
 from simnet.sim.metrics import InstanceSeries, Metrics
 from simnet.sim.ingress import LoadBalancer
 from simnet.sim.router import Router
@@ -129,7 +129,8 @@ def _client(env: simpy.Environment, c: Client, n: int, net: Network, lb: LoadBal
     lat = s.latency
     rng = _rng(s.seed, "client", str(n))
     c2i = sampler(lat.client_to_ingress, rng)
-    i2r = sampler(lat.ingress_to_router, _rng(s.seed, "client", str(n), "i2r"))
+    i2r = with_overhead(sampler(lat.ingress_to_router, _rng(s.seed, "client", str(n), "i2r")),
+                        lat.overhead.load_balancer, _rng(s.seed, "client", str(n), "overhead"))
     connect = sampler(lat.tcp_connect, _rng(s.seed, "client", str(n), "connect"))
     tls = sampler(lat.tls_handshake, _rng(s.seed, "client", str(n), "tls"))
     metrics = net.metrics
@@ -250,9 +251,13 @@ def simulate(deployment: Deployment, progress: Callable[[float], None] | None = 
     lat = s.latency
     routers = []
     for k in range(s.routers.count):
-        samplers = tuple(sampler(d, _rng(s.seed, "router", str(k), name)) for name, d in (
+        r2s, s2a, connect, tls = (sampler(d, _rng(s.seed, "router", str(k), name)) for name, d in (
             ("r2s", lat.router_to_sidecar), ("s2a", lat.sidecar_to_app),
             ("connect", lat.tcp_connect), ("tls", lat.tls_handshake)))
+        samplers = (
+            with_overhead(r2s, lat.overhead.router, _rng(s.seed, "router", str(k), "overhead")),
+            with_overhead(s2a, lat.overhead.sidecar, _rng(s.seed, "sidecar", str(k), "overhead")),
+            connect, tls)
         routers.append(Router(env, net, deployment.routes, samplers,
                               _rng(s.seed, "router", str(k), "weights")))
     net.routers = routers

@@ -1,0 +1,202 @@
+"""The emulated twin on real components: the foundation's namespaces and Garden's NetIn rules in
+the kernel, then a whole bundled scenario emulated and held to its simulation. Needs root;
+without it these tests fail (SIMNET_REAL_REQUIRED=1), they do not skip."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from simnet.emulate import emulate, metrics_of
+from simnet.lenses import derive, load, load_and_derive, scaled, simulate
+from simnet.real.foundation import Foundation, router_ip
+from simnet.real.netns import list_namespaces
+from simnet.scenario.bundled import bundled
+
+pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("kernel_netns")]
+
+
+def _serve_once(sock: socket.socket, answer: bytes) -> threading.Thread:
+    def run():
+        conn, _ = sock.accept()
+        with conn:
+            conn.sendall(answer)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def _dial(ns, address: tuple[str, int]) -> bytes | int:
+    """What a connection from ``ns`` gets: the first bytes, or the errno that refused it.
+    A timeout fails the test: it is neither an answer nor a refusal."""
+    s = ns.socket()
+    s.settimeout(5)
+    try:
+        s.connect(address)
+        return s.recv(64)
+    except TimeoutError:
+        pytest.fail(f"{address}: no answer and no refusal within 5 s")
+    except OSError as e:
+        return e.errno
+    finally:
+        s.close()
+
+
+def test_a_router_reaches_a_container_only_through_its_cells_netin_rules():
+    _, d = load_and_derive(bundled())
+    inst = d.instances[0]
+    route = d.routes["dashboard.apps.example.com"][0]
+    assert route.guid == inst.guid
+    before = set(list_namespaces())
+    with Foundation(2, {i.cell: i.cell_ip for i in d.instances}) as net:
+        c = net.add_container(inst)
+        container_port = next(m.proxy for m in inst.proxy.mappings
+                              if inst.host_ports[m.proxy] == route.address[1])
+        listener = c.namespace.socket()
+        listener.bind((inst.container_ip, container_port))
+        listener.listen()
+        served = _serve_once(listener, b"hello from the container\n")
+        # the route's address is the cell's host port; DNAT takes it to the container's port
+        assert _dial(net.router_ns[1], route.address) == b"hello from the container\n"
+        served.join(5)
+        listener.close()
+        # the container's own address is not routed outside its cell
+        assert _dial(net.router_ns[0], (inst.container_ip, container_port)) in (
+            errno.ENETUNREACH, errno.EHOSTUNREACH)
+        net.remove_container(inst.guid)
+        # the chain is gone with the container: the cell itself refuses the host port
+        assert _dial(net.router_ns[0], route.address) == errno.ECONNREFUSED
+        assert router_ip(1) == "198.19.255.2"
+    assert set(list_namespaces()) == before
+
+
+# The default scenario up to just after the move's route update (t=6 s, reaching the routers at
+# 8 s): long enough for the stale route to be dialled, short enough for CI.
+MOVE_RUN_S = 9.0
+
+
+def _emulated(**backends):
+    s, _ = load(bundled())
+    s = scaled(s, duration_s=MOVE_RUN_S)
+    if backends:
+        s = s.model_copy(update={"routers": s.routers.model_copy(update={
+            "backends": s.routers.backends.model_copy(update=backends)})})
+    d = derive(s)
+    observed = emulate(d)
+    assert not [n for n in list_namespaces() if n.startswith(f"simnet-{os.getpid()}-")]
+    return d, observed, metrics_of(d, observed)
+
+
+def test_the_moved_instance_is_refused_by_the_san_check_pruned_and_never_misdelivered():
+    """diego-route-integrity on real components: after the move the routers' stale route
+    reaches billing's new instance at dashboard's old address; Go's TLS check of the guid
+    fails (gorouter's 503 class), the endpoint is pruned, the request retried elsewhere."""
+    d, observed, m = _emulated()
+    assert m.issued > 0.8 * MOVE_RUN_S * 300  # the open-loop client alone offers 300/s
+    assert sum(m.outcomes.values()) + m.timed_out == m.issued  # nothing lost
+    assert m.misdelivered == 0
+    mismatches = sum(r["failures"].get("san_mismatch", 0) for r in observed.routers)
+    # each router whose stale connection broke dials the reused address: mismatch, prune, retry
+    assert mismatches >= 1 and m.endpoints_pruned >= 1 and m.retries >= mismatches
+    assert m.outcomes[200] >= 0.99 * m.issued
+    sim = simulate(d)
+    assert sim.misdelivered == 0
+    assert abs(m.outcomes[200] - sim.outcomes[200]) <= 0.1 * sim.outcomes[200]
+
+
+def test_without_backend_tls_the_stale_route_delivers_to_the_wrong_app():
+    """The negative control: the same move with routers.backends.enabled false (plain HTTP to
+    the unproxied host port) lets billing's new instance answer dashboard's requests."""
+    d, _, m = _emulated(enabled=False)
+    assert m.misdelivered > 0
+    assert m.served["dashboard.apps.example.com", "billing"] == m.misdelivered
+    assert simulate(d).misdelivered > 0
+
+
+def test_ctrl_c_in_the_middle_of_an_emulation_leaves_nothing_behind(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simnet", "emulate", "--duration", "20", "--reports", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    ours = f"simnet-{proc.pid}-"
+
+    def load_generator_running() -> bool:
+        return subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "twin-.* load"],
+                              capture_output=True).returncode == 0
+    deadline = time.monotonic() + 60
+    while not load_generator_running():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
+        time.sleep(0.2)
+    assert any(n.startswith(ours) for n in list_namespaces())
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                              text=True).stdout.split()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130, proc.stderr.read()
+    assert not [n for n in list_namespaces() if n.startswith(ours)]
+    alive = [pid for pid in children if os.path.exists(f"/proc/{pid}")]
+    assert not alive, f"children of the interrupted emulation still running: {alive}"
+    assert not (tmp_path / "diego-route-integrity-emulated").exists()
+
+
+def test_a_simulation_given_the_measured_overhead_has_the_emulations_latency_distribution():
+    """simnet calibrate hops on this machine, then the scenario emulated and simulated with the
+    calibration: the latency distributions agree (without the overhead the simulation is 3 ms
+    faster at the median here and the Kolmogorov-Smirnov distance is about 0.35)."""
+    from simnet.emulate.hops import calibrate_hops
+    from simnet.emulate.validate import distribution
+
+    s, _ = load(bundled())
+    s = scaled(s, duration_s=5.0)
+    calibration = calibrate_hops(s, 4.0)
+    s = s.model_copy(update={"latency": s.latency.model_copy(update={
+        "overhead": calibration.overhead()})})
+    d = derive(s)
+    emulated = metrics_of(d, emulate(d))
+    simulated = simulate(d)
+    p50 = [m.summary()["latency_ms"]["p50"] for m in (simulated, emulated)]
+    assert abs(p50[1] - p50[0]) <= 0.15 * p50[0], p50
+    assert distribution([simulated], emulated)["ks_distance"] < 0.15
+
+
+def test_an_expired_identity_written_under_a_running_envoy_is_what_the_router_then_sees():
+    """The emulation's expire_certificate: realized with file-based SDS (as the executor points
+    Envoy at sds-id-cert-and-key.yaml), the identity rewritten under the running Envoy is the
+    one new handshakes get; the rotation brings a valid one back."""
+    import ssl
+
+    from simnet.real.realize import realize
+    from simnet.real.reach import EchoServer, round_trip
+
+    _, d = load_and_derive(bundled())
+    inst = d.instance(d.running[0])
+    port = inst.proxy.app_ports[0]
+    endpoint = d.platform.endpoint(d.scenario, inst, port)
+
+    def until(sc, ctx, wanted, what: str):
+        deadline = time.monotonic() + 15
+        while True:
+            trip = round_trip(sc.cell.router, endpoint.address, ctx, server_hostname=inst.guid)
+            if wanted(trip):
+                return trip
+            assert time.monotonic() < deadline, f"Envoy never served {what}: {trip.detail}"
+            time.sleep(0.2)
+
+    with realize(d, guids=[inst.guid], sds=True) as real:
+        sc = real.start(inst.guid)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(real.ca_file(d.scenario.cells.instance_identity_ca))
+        with EchoServer(sc.cell.container, port, "app"):
+            assert until(sc, ctx, lambda t: t.answered_by == "app", "its identity").tls
+            real.write_identity(inst.guid, expired=True)
+            expired = until(sc, ctx, lambda t: t.answered_by is None, "the expired identity")
+            assert "certificate has expired" in expired.detail, expired.detail
+            real.write_identity(inst.guid)
+            until(sc, ctx, lambda t: t.answered_by == "app", "the rotated identity")
