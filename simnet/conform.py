@@ -24,11 +24,11 @@ HERE = Path(__file__).resolve().parent / "conformance"
 
 def suites(value: str) -> list[str]:
     """``S,S`` (or ``all``) as suite names; an unknown one is a problem with ``--suite``."""
-    from simnet.conformance import SUITES
+    from simnet.conformance import OPT_IN, SUITES
 
     names = [s.strip() for s in value.split(",") if s.strip()]
     if names == ["all"]:
-        return list(SUITES)
+        return [s for s in SUITES if s not in OPT_IN]
     unknown = [s for s in names if s not in SUITES]
     if unknown or not names:
         raise SimnetError(Problem("--suite", None, "", f"unknown suite {', '.join(unknown) or '(none)'}"
@@ -84,7 +84,9 @@ def features(records: list[dict]) -> list[dict]:
 
 
 def run_suites(chosen: list[str], junit: Path, examples: int | None = None,
-               verbose: bool = False) -> tuple[list[dict], dict, subprocess.CompletedProcess]:
+               verbose: bool = False, scenario: str | None = None,
+               duration_s: float | None = None
+               ) -> tuple[list[dict], dict, subprocess.CompletedProcess]:
     """Run the chosen suites with pytest in a child process (its output shown when
     ``verbose``): each test's record, the cases compared with real components, and pytest's
     process."""
@@ -99,6 +101,10 @@ def run_suites(chosen: list[str], junit: Path, examples: int | None = None,
                 "-q" if not verbose else "-v", "-rfEs"]
         if examples:
             argv.append(f"--simnet-examples={examples}")
+        if scenario:  # a file's absolute path: pytest runs in a temporary directory
+            argv.append(f"--simnet-scenario={scenario}")
+        if duration_s:
+            argv.append(f"--simnet-twin-duration={duration_s:g}")
         proc = subprocess.run(argv, cwd=tmp, text=True, capture_output=not verbose, check=False)
         lines = [json.loads(x) for x in results.read_text().splitlines()] if results.exists() else []
     records = [x for x in lines if "outcome" in x]

@@ -26,9 +26,9 @@ from simnet.sim.metrics import Metrics
 if TYPE_CHECKING:
     from simnet.real.realize import Realization
 
-__all__ = ["RunOutput", "compare", "derive", "deployment_facts", "emulate_and_report", "load",
-           "load_and_derive", "realize", "run", "scaled", "simulate", "simulate_and_report",
-           "validate", "ValidationOutput"]
+__all__ = ["RunOutput", "calibrate_hops", "compare", "derive", "deployment_facts",
+           "emulate_and_report", "load", "load_and_derive", "realize", "run", "scaled", "simulate",
+           "simulate_and_report", "validate", "ValidationOutput"]
 
 
 @dataclass
@@ -155,6 +155,18 @@ def emulate_and_report(scenario: Scenario, deployment: Deployment, reports_dir: 
                   reports_dir / f"{scenario.name}-emulated", {"emulation": observed.facts()})
     out.emulation = observed.facts()
     return out
+
+
+def calibrate_hops(scenario: Scenario, duration_s: float = 6.0):
+    """What this machine's real components add to each request of the scenario
+    (``emulate.hops``): a ``HopCalibration`` whose ``overhead()`` is a ``latency.overhead``."""
+    from simnet.emulate import emulate  # namespaces, processes: only when asked
+    from simnet.emulate.hops import HopCalibration, calibration_scenario, machine, parts_of
+
+    d = derive(calibration_scenario(scenario, duration_s))
+    observed = emulate(d)
+    return HopCalibration(scenario.name, duration_s, parts_of(d, observed.load["requests"]),
+                          machine())
 
 
 def compare(paths: list[str | Path], reports_dir: Path,

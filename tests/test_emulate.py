@@ -141,15 +141,17 @@ def test_a_platform_the_twin_cannot_build_is_refused_at_its_line(command):
         in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_calibration_scenario_keeps_the_load_and_zeroes_every_delay(default):
+def test_calibration_scenario_is_the_scenario_without_faults_or_overhead(default):
     from simnet.emulate.hops import calibration_scenario
+    from simnet.scenario.schema import Overhead, constant
 
     s, _ = default
-    cal = calibration_scenario(s, 5.0)
+    with_overhead = s.model_copy(update={"latency": s.latency.model_copy(update={
+        "overhead": Overhead(router=constant(1.0))})})
+    cal = calibration_scenario(with_overhead, 5.0)
     assert cal.duration_s == 5.0 and not cal.faults and cal.clients == s.clients
-    assert all(getattr(cal.latency, h).mean == 0 for h in (
-        "client_to_ingress", "ingress_to_router", "router_to_sidecar", "sidecar_to_app"))
-    assert all(a.service_time.mean == 0 for a in cal.apps)
+    assert cal.apps == s.apps and cal.latency.overhead == Overhead()
+    assert cal.latency.client_to_ingress == s.latency.client_to_ingress
 
 
 def test_hop_parts_are_paired_per_request_less_what_the_simulator_already_charges(default):
@@ -159,13 +161,16 @@ def test_hop_parts_are_paired_per_request_less_what_the_simulator_already_charge
     rng = np.random.default_rng(1)
     requests = []
     for k in range(400):
-        backend = rng.lognormal(np.log(0.7), 0.5)
+        app = 8.0 + rng.exponential(2.0)  # hops, queue and service: the simulator's
+        backend = app + rng.lognormal(np.log(0.7), 0.5)
         router = backend + 0.2
-        requests.append([0, SKIP_S + k / 100, 0.0, router + rng.lognormal(np.log(2.0), 0.6), 200,
-                         "", "dashboard", "g", "", router, backend])
-    requests.append([0, 0.1, 0.0, 500.0, 200, "", "dashboard", "g", "", 1.0, 0.5])  # cold start
-    requests.append([0, 2.0, 0.0, 3.0, 502, "", "", "", "dial failed", 1.0, -1.0])
-    parts = {p.name: p for p in parts_of(d, requests)}
+        slept, router_slept = 20.0, 1.0
+        latency = slept + router_slept + router + rng.lognormal(np.log(2.0), 0.6)
+        requests.append([0, SKIP_S + k / 100, 0.0, latency, 200, "", "dashboard", "g", "",
+                         router, backend, app, slept, router_slept])
+    cold = [0, 0.1, 0.0, 500.0, 200, "", "dashboard", "g", "", 1.0, 0.5, 0.2, 20.0, 1.0]
+    failed = [0, 2.0, 0.0, 3.0, 502, "", "", "", "dial failed", 1.0, -1.0, -1.0, 2.0, 1.0]
+    parts = {p.name: p for p in parts_of(d, [*requests, cold, failed])}
     assert {p.requests for p in parts.values()} == {400}
     assert parts["load_balancer"].median_ms == pytest.approx(2.0, rel=0.1)
     assert parts["load_balancer"].sigma == pytest.approx(0.6, rel=0.15)
@@ -187,3 +192,14 @@ def test_the_simulator_charges_a_components_overhead_once_per_request(default):
                              sidecar=constant(0.5))})})
     assert simulate(derive(over)).summary()["latency_ms"]["p50"] == pytest.approx(base + 3.5,
                                                                                    abs=0.3)
+
+
+def test_a_restarted_process_stats_add_up_and_peaks_take_the_largest():
+    from simnet.emulate.run import merged
+
+    first = {"handled": 10, "retries": 1, "causes": {"dial failed": 1}, "peak_queue": 4}
+    second = {"handled": 5, "causes": {"dial failed": 2, "unknown route": 1}, "peak_queue": 2}
+    assert merged([first, second], maxima=("peak_queue",)) == {
+        "handled": 15, "retries": 1, "causes": {"dial failed": 3, "unknown route": 1},
+        "peak_queue": 4}
+    assert merged([first, second])["peak_queue"] == 6

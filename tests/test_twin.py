@@ -40,7 +40,8 @@ def _app(tmp_path: Path, name: str, *, concurrency=2, queue_limit=1, service_ms=
     return TwinProcess(twin_path(), "app", config, tmp_path, name), port
 
 
-def _router(tmp_path: Path, routes: dict, **settings) -> tuple[TwinProcess, int, Path]:
+def _router(tmp_path: Path, routes: dict, *, extra: tuple[str, ...] = (),
+            **settings) -> tuple[TwinProcess, int, Path]:
     port = _port()
     routes_file = tmp_path / "routes.json"
     routes_file.write_text(json.dumps(routes))
@@ -50,7 +51,8 @@ def _router(tmp_path: Path, routes: dict, **settings) -> tuple[TwinProcess, int,
               "request_timeout_ms": 900000, "balancing": "round-robin",
               "ingress_to_router": _constant(0), "router_to_sidecar": _constant(0), "seed": 2,
               **settings}
-    return TwinProcess(twin_path(), "router", config, tmp_path, "router"), port, routes_file
+    return (TwinProcess(twin_path(), "router", config, tmp_path, "router", extra=extra), port,
+            routes_file)
 
 
 def _get(port: int, host: str = "x.example.com", timeout_s: float = 10.0):
@@ -164,6 +166,38 @@ def test_router_answers_503_at_max_conns_and_reloads_its_routes_on_sighup(tmp_pa
     assert {r[1].get("X-Simnet-Cause") for r in results if r[0] == 503} == {
         "connection limit reached"}
     assert gone[0] == 404 and stats["reloads"] >= 2
+
+
+def test_router_counts_from_its_reset_and_adds_a_latency_spike_both_ways(tmp_path):
+    """SIGUSR1 (the run's time 0, after the warm-up) zeroes the counters; SIGUSR2 re-reads the
+    extra delay per hop that a latency_spike sets, slept there and back."""
+    app, port = _app(tmp_path, "app", service_ms=0)
+    extras = tmp_path / "extras.json"
+    routes = {"x.example.com": [{"address": f"127.0.0.1:{port}", "guid": "app-guid",
+                                 "app": "a", "tls": False}]}
+    router, rport, _ = _router(tmp_path, routes, extra=("--extras", str(extras)))
+
+    def timed() -> float:
+        t0 = time.monotonic()
+        assert _get(rport)[0] == 200
+        return time.monotonic() - t0
+    try:
+        before = [timed() for _ in range(3)]
+        router.signal(signal.SIGUSR1)
+        extras.write_text(json.dumps({"router_to_sidecar": 150.0}))
+        router.signal(signal.SIGUSR2)
+        time.sleep(0.2)
+        spiked = timed()
+        extras.write_text(json.dumps({"router_to_sidecar": 0.0}))
+        router.signal(signal.SIGUSR2)
+        time.sleep(0.2)
+        after = timed()
+    finally:
+        stats = router.stop()
+        app.stop()
+    assert max(before) < 0.1 and after < 0.1
+    assert spiked >= 0.3  # 150 ms on the way to the sidecar and 150 ms back
+    assert stats["handled"] == 2 and stats["outcomes"] == {"200": 2}
 
 
 def _load(tmp_path: Path, port: int, clients: list[dict], duration_s: float) -> dict:

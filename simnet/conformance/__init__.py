@@ -21,10 +21,16 @@ SUITES: dict[str, tuple[str, ...]] = {
     "memory": ("test_memory_real",),
     "cpu": ("test_cpu_real",),
     "routes": ("test_ingress_envoy", "test_bosh_real"),
+    "twin": ("test_twin_validation",),
 }
+# suites ``all`` leaves out: the twin suite validates one scenario the user names, minutes of
+# real time, where the others check components
+OPT_IN = ("twin",)
 
 # (module, test function) -> feature; a test not listed is its module's first feature
 FEATURES: dict[tuple[str, str], str] = {
+    ("test_twin_validation", "test_the_simulation_agrees_with_its_emulated_twin"):
+        "emulated twin: the simulation's answers",
     ("test_kernel_differential", "test_generated_rulesets_agree_with_the_kernel"):
         "iptables evaluation: every match and target",
     ("test_kernel_differential", "test_istio_generated_rules_agree_with_the_kernel"):

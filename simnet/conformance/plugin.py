@@ -23,6 +23,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("simnet-conformance", "simnet conformance suite")
     group.addoption("--simnet-examples", type=int, default=None, metavar="N",
                     help="Hypothesis examples per property (default: the profile's).")
+    group.addoption("--simnet-scenario", default=None, metavar="S",
+                    help="twin suite: the scenario to validate (default: the bundled default).")
+    group.addoption("--simnet-twin-duration", type=float, default=None, metavar="SECONDS",
+                    help="twin suite: emulate at most this long (default: the scenario's).")
     group.addoption("--simnet-results", default=None, metavar="FILE",
                     help="Write each conformance test's outcome to FILE (JSON lines).")
 

@@ -1,16 +1,18 @@
 """What the real components add to a request on this machine: ``simnet calibrate hops``.
 
-The scenario is emulated with every hop delay and service time set to zero (its clients, routes
-and placement unchanged), so what each request takes is the components' own processing. The
-router reports, per request, its own time without its sleeps and its backend's round trip
-(``X-Simnet-Router-Ms``, ``X-Simnet-Backend-Ms``); with the load generator's latency that splits
-each request into three paired parts:
+The scenario is emulated as it is, without its faults: its load, hop delays and service times,
+so the components work as hard as they will in the run (zeroing the delays would let a
+closed-loop client send faster and measure a busier machine). Each process reports its own part
+of every request: the app its whole time (hops, queue, service: ``X-Simnet-App-Ms``), the router
+its time without its sleeps and its backend's round trip (``X-Simnet-Router-Ms``,
+``X-Simnet-Backend-Ms``), the load generator what it slept of the client's hop. That splits each
+request into three paired parts, each what the simulator does not already model:
 
-- load balancer: the generator's latency minus the router's time (the client's own HTTP stack,
-  the load balancer Envoy, the links);
-- router: the router's time minus the backend's;
-- sidecar: the backend's round trip (the sidecar Envoy, TLS on a kept-alive connection, the
-  app's HTTP server).
+- load balancer: the latency less the generator's and the router's sleeps and the router's
+  time (the client's own HTTP stack, the load balancer Envoy, the router's HTTP server, the links);
+- router: the router's time less the backend's;
+- sidecar: the backend's round trip less the app's time (the sidecar Envoy, TLS on a
+  kept-alive connection, the app's HTTP server).
 
 Requests of the first ``SKIP_S`` (every connection and handshake at once: a cold start) are left
 out. Each part is fitted with a lognormal (scipy.stats.lognorm, location 0) and written as the
@@ -25,21 +27,27 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
-from simnet.emulate.observed import BACKEND_MS, INTENDED_S, LATENCY_MS, ROUTER_MS, STATUS
+from simnet.emulate.observed import (
+    APP_MS,
+    BACKEND_MS,
+    INTENDED_S,
+    LATENCY_MS,
+    ROUTER_MS,
+    ROUTER_SLEPT_MS,
+    SLEPT_MS,
+    STATUS,
+)
 from simnet.model.deployment import Deployment
-from simnet.scenario.schema import Overhead, Scenario, constant
+from simnet.scenario.schema import Overhead, Scenario
 
 SKIP_S = 1.0
 PARTS = ("load_balancer", "router", "sidecar")
-ZERO_HOPS = ("client_to_ingress", "ingress_to_router", "router_to_sidecar", "sidecar_to_app")
 
 
 def calibration_scenario(s: Scenario, duration_s: float) -> Scenario:
-    """``s`` with zero hop delays and service times and no faults, for ``duration_s``."""
-    latency = s.latency.model_copy(update={h: constant(0.0) for h in ZERO_HOPS})
-    apps = [a.model_copy(update={"service_time": constant(0.0)}) for a in s.apps]
-    return s.model_copy(update={"latency": latency, "apps": apps, "faults": [],
-                                "duration_s": duration_s})
+    """``s`` without its faults and without an overhead of its own, for ``duration_s``."""
+    latency = s.latency.model_copy(update={"overhead": Overhead()})
+    return s.model_copy(update={"latency": latency, "faults": [], "duration_s": duration_s})
 
 
 @dataclass(frozen=True)
@@ -81,14 +89,15 @@ class HopCalibration:
 
 def parts_of(d: Deployment, requests: list[list]) -> tuple[Part, ...]:
     """The three paired parts of every answered request after the cold start."""
-    rows = [r for r in requests if r[STATUS] == 200 and r[ROUTER_MS] >= 0
+    rows = [r for r in requests if r[STATUS] == 200 and r[ROUTER_MS] >= 0 and r[APP_MS] >= 0
             and r[INTENDED_S] >= SKIP_S]
     if len(rows) < 50:
         raise ValueError(f"only {len(rows)} answered requests after the first {SKIP_S:g} s: "
                          "too few to calibrate (a longer --duration?)")
-    values = {"load_balancer": [r[LATENCY_MS] - r[ROUTER_MS] for r in rows],
+    values = {"load_balancer": [r[LATENCY_MS] - r[SLEPT_MS] - r[ROUTER_SLEPT_MS] - r[ROUTER_MS]
+                                for r in rows],
               "router": [r[ROUTER_MS] - r[BACKEND_MS] for r in rows],
-              "sidecar": [r[BACKEND_MS] for r in rows]}
+              "sidecar": [r[BACKEND_MS] - r[APP_MS] for r in rows]}
     cpu = {"load_balancer": 0.0, "router": d.router.request_s * 1000,
            "sidecar": d.envoy.request_s * 1000}
     out = []
@@ -110,14 +119,3 @@ def machine() -> dict:
     from simnet.real.memory import machine as host
 
     return {**host(), "envoy": envoy_version(), "go": go_version()}
-
-
-def calibrate_hops(s: Scenario, duration_s: float = 6.0) -> HopCalibration:
-    """Emulate ``s`` with zero delays for ``duration_s`` and measure the three parts."""
-    from simnet.emulate.run import emulate
-    from simnet.lenses import derive
-
-    cal = calibration_scenario(s, duration_s)
-    d = derive(cal)
-    observed = emulate(d)
-    return HopCalibration(s.name, duration_s, parts_of(d, observed.load["requests"]), machine())

@@ -51,7 +51,8 @@ class Observed:
 
 
 # load generator record fields, in order (real/twin/main.go, ``load``)
-CLIENT, INTENDED_S, LAG_MS, LATENCY_MS, STATUS, ERROR, APP, GUID, CAUSE, ROUTER_MS, BACKEND_MS = range(11)
+(CLIENT, INTENDED_S, LAG_MS, LATENCY_MS, STATUS, ERROR, APP, GUID, CAUSE, ROUTER_MS, BACKEND_MS,
+ APP_MS, SLEPT_MS, ROUTER_SLEPT_MS) = range(14)
 
 
 def host_apps(d: Deployment) -> dict[str, set[str]]:

@@ -7,8 +7,9 @@ stand-in for gorouter, see docs/emulate.md); a real Envoy as the load balancer; 
 generator. The timeline's events are applied at their times: an instance stopped is killed and
 its container destroyed, one started gets a new container, a route change reaches every router
 as a reload of its route table, an expired or rotated certificate is written into the SDS file
-the instance's Envoy watches. Every process and namespace is gone when ``emulate`` returns,
-also after an error or Ctrl-C.
+the instance's Envoy watches, a router restart stops and starts its process, a latency spike
+reaches every twin process as a re-read of its extra delays. Every process and namespace is
+gone when ``emulate`` returns, also after an error or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -31,7 +32,16 @@ from simnet.emulate.observed import Observed, Sample
 from simnet.model.deployment import Deployment
 from simnet.model.load_balancer import load_balancer_bootstrap
 from simnet.model.placement import Instance
-from simnet.model.timeline import CertExpired, CertRotated, RoutesChanged, Start, Stop
+from simnet.model.timeline import (
+    CertExpired,
+    CertRotated,
+    LatencyChange,
+    RouterDown,
+    RouterUp,
+    RoutesChanged,
+    Start,
+    Stop,
+)
 from simnet.real.envoy import EnvoyProcess
 from simnet.real.foundation import EDGE_IP, Foundation, router_ip
 from simnet.real.memory import smaps_kb
@@ -49,6 +59,7 @@ DRAIN_S = 30.0  # how long the generator may outlive the run, answering what is 
 PREPARE_S = 3.0  # how far ahead a starting instance's container and processes are prepared
 LATE_S = 0.05  # a start later than this is reported (Observed.late)
 CONNECTIONS_EVERY_S = 0.02
+EXTRA_HOPS = ("client_to_ingress", "router_to_sidecar", "sidecar_to_app")  # latency_spike's
 MEMORY_EVERY_S = 0.25
 
 
@@ -76,7 +87,13 @@ class Emulation:
         self.samples: dict[str, list[Sample]] = {i.guid: [] for i in deployment.instances}
         self.table = dict(deployment.routes)
         self.routes_file = directory / "routes.json"
-        self.routers: list[TwinProcess] = []
+        self.routers: list[TwinProcess | None] = []
+        self.router_stats: list[list[dict]] = []  # of each router's processes that stopped
+        self.extras = {hop: 0.0 for hop in EXTRA_HOPS}
+        self.extras_file = directory / "extras.json"
+        self._load: TwinProcess | None = None
+        self._net: Foundation | None = None  # while running
+        self._ca = ""  # the routers' trusted CA file, once realized
         self.not_applied: list[str] = []
         self.late: list[str] = []
         self._lock = threading.Lock()
@@ -94,7 +111,8 @@ class Emulation:
             container = net.add_container(inst, attach=False)
         sc = real.sidecars[inst.guid]
         app = TwinProcess(self.binary, "app", plan.app_config(self.d, inst), self.directory,
-                          f"app-{inst.guid}", namespace=container.namespace)
+                          f"app-{inst.guid}", namespace=container.namespace,
+                          extra=self._extras_flag())
         envoy = EnvoyProcess(sc.bootstrap, namespace=container.namespace,
                              concurrency=self.d.envoy.workers)
         try:
@@ -139,18 +157,10 @@ class Emulation:
         r.envoy.stop()
         stats = r.app.stop() or {}
         guid = r.container.instance.guid
-        with self._lock:
-            self._merge_app(guid, stats)
+        with self._lock:  # an instance restarted is one app over its processes
+            self.apps[guid] = merged([self.apps.get(guid, {}), stats], maxima=("peak_queue",))
         with self._net_lock:
             net.remove_container(guid)
-
-    def _merge_app(self, guid: str, stats: dict) -> None:
-        total = self.apps.setdefault(guid, {})
-        for key, value in stats.items():
-            if key == "peak_queue":
-                total[key] = max(total.get(key, 0), value)
-            elif isinstance(value, (int, float)) and key != "started":
-                total[key] = total.get(key, 0) + value
 
     # -- routers ----------------------------------------------------------------------------
 
@@ -168,7 +178,41 @@ class Emulation:
                 self.table.pop(host, None)
         self.write_routes()
         for r in self.routers:
-            r.signal(signal.SIGHUP)
+            if r is not None:
+                r.signal(signal.SIGHUP)
+
+    def start_router(self, k: int) -> None:
+        """Router ``k``'s process (again, after a restart: routes from the current table, an
+        empty pool)."""
+        ns = self._net.router_ns[k]
+        self.routers[k] = TwinProcess(self.binary, "router", plan.router_config(
+            self.d, k, listen=router_ip(k), routes_file=str(self.routes_file),
+            ca_file=self._ca), self.directory, f"router-{k}-{len(self.router_stats[k])}",
+            namespace=ns, extra=self._extras_flag())
+
+    def stop_router(self, k: int) -> None:
+        """The router process stops at once (SIGTERM: its stats written, its connections
+        reset): the load balancer's requests to it are refused, those in flight end."""
+        r, self.routers[k] = self.routers[k], None
+        if r is not None:
+            self.router_stats[k].append(r.stop() or {})
+
+    # -- latency spikes ---------------------------------------------------------------------
+
+    def _extras_flag(self) -> tuple[str, ...]:
+        return ("--extras", str(self.extras_file))
+
+    def latency_changed(self, hop: str, extra_s: float) -> None:
+        """A spike starts or ends: every twin process re-reads the extra delay per hop."""
+        self.extras[hop] = max(0.0, self.extras[hop] + extra_s)
+        tmp = self.extras_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({h: v * 1000 for h, v in self.extras.items()}))
+        os.replace(tmp, self.extras_file)
+        with self._lock:
+            apps = [r.app for r in self.running.values()]
+        for p in (*apps, *(r for r in self.routers if r is not None), self._load):
+            if p is not None:
+                p.signal(signal.SIGUSR2)
 
     # -- sampling ---------------------------------------------------------------------------
 
@@ -213,13 +257,13 @@ class Emulation:
             for guid in d.running:
                 self.start_instance(real, net, next(i for i in d.instances if i.guid == guid))
             self.write_routes()
-            ca = real.ca_file(s.routers.backends.trusted_ca or s.cells.instance_identity_ca)
-            for k, ns in enumerate(net.router_ns):
-                self.routers.append(TwinProcess(
-                    self.binary, "router", plan.router_config(
-                        d, k, listen=router_ip(k), routes_file=str(self.routes_file), ca_file=ca),
-                    self.directory, f"router-{k}", namespace=ns))
-                stack.callback(self.routers[-1].kill)
+            self._net = net
+            self._ca = real.ca_file(s.routers.backends.trusted_ca or s.cells.instance_identity_ca)
+            self.routers = [None] * s.routers.count
+            self.router_stats = [[] for _ in range(s.routers.count)]
+            stack.callback(lambda: [r.kill() for r in self.routers if r is not None])
+            for k in range(s.routers.count):
+                self.start_router(k)
             stack.enter_context(EnvoyProcess(load_balancer_bootstrap(
                 s.ingress, listen=(EDGE_IP, plan.LB_PORT),
                 routers=[(router_ip(k), plan.ROUTER_PORT) for k in range(s.routers.count)],
@@ -227,14 +271,15 @@ class Emulation:
             lead = START_DELAY_S + WARMUP_S
             start_at = time.time() + lead
             self._t0 = time.monotonic() + lead
-            load = TwinProcess(self.binary, "load", plan.load_config(s, target=EDGE_IP),
-                               self.directory, "load", namespace=net.edge,
-                               extra=("--start-at", f"{start_at:.6f}",
-                                      "--warmup-s", f"{WARMUP_S:g}"))
+            load = self._load = TwinProcess(
+                self.binary, "load", plan.load_config(s, target=EDGE_IP), self.directory, "load",
+                namespace=net.edge, extra=("--start-at", f"{start_at:.6f}",
+                                           "--warmup-s", f"{WARMUP_S:g}", *self._extras_flag()))
             stack.callback(load.kill)
             # the routers count from time 0: the warm-up's connections and requests are not
             # the run's
-            reset = threading.Timer(lead, lambda: [r.signal(signal.SIGUSR1) for r in self.routers])
+            reset = threading.Timer(lead, lambda: [r.signal(signal.SIGUSR1) for r in self.routers
+                                                   if r is not None])
             reset.start()
             stack.callback(reset.cancel)
             stop = threading.Event()
@@ -246,7 +291,9 @@ class Emulation:
             load_result = json.loads(load.stats_file.read_text())
             stop.set()
             self._stop_all(net)
-            router_stats = [r.stop() or {} for r in self.routers]
+            for k in range(len(self.routers)):
+                self.stop_router(k)
+            router_stats = [merged(runs) for runs in self.router_stats]
         return Observed(load_result, router_stats, self.apps, self.samples, self.alive_s,
                         self.not_applied, self.late, time.monotonic() - wall0)
 
@@ -282,6 +329,12 @@ class Emulation:
                         real.write_identity(guid, expired=True)
                     case CertRotated(guid=guid):
                         real.write_identity(guid)
+                    case RouterDown(router=k):
+                        self.stop_router(k)
+                    case RouterUp(router=k):
+                        self.start_router(k)
+                    case LatencyChange(hop=hop, extra_s=extra_s):
+                        self.latency_changed(hop, extra_s)
                     case _:
                         self.not_applied.append(f"{type(event).__name__} at {event.at_s:g} s")
             for future in prepared.values():  # prepared, never attached: destroy them
@@ -322,6 +375,23 @@ class Emulation:
         for stopping in self._stopping:
             stopping.join()
         self._stopping.clear()
+
+
+def merged(runs: list[dict], maxima: tuple[str, ...] = ()) -> dict:
+    """One router's or app's stats over its processes (a restart starts a new one): counters
+    summed (also inside maps of counters), ``maxima`` the largest."""
+    out: dict = {}
+    for stats in runs:
+        for key, value in stats.items():
+            if isinstance(value, dict):
+                into = out.setdefault(key, {})
+                for k, v in value.items():
+                    into[k] = into.get(k, 0) + v
+            elif key in maxima:
+                out[key] = max(out.get(key, value), value)
+            elif isinstance(value, (int, float)):
+                out[key] = out.get(key, 0) + value
+    return out
 
 
 def established(pid: int, ports: set[int]) -> int:

@@ -3,11 +3,11 @@ seeds, the emulated value, the tolerance, and whether they agree.
 
 Tolerances are the issue's targets: status counts within max(3, 10%) of the simulated mean,
 misdelivered both zero or both above zero, p50 within 15% and p99 within 25%, peak connections
-per sidecar within 15%, Envoy's peak memory within 10%. A metric agrees when the emulated value
-is within tolerance of the simulated mean or inside the simulated range over seeds (the
-simulation's own noise is no disagreement). The latency distributions are compared as well
-(two-sample Kolmogorov-Smirnov distance, scipy.stats) and the emulated percentiles carry a
-bootstrap interval, both reported, not judged.
+per sidecar within max(3, 15%) (see PEAK_CONNECTIONS_FLOOR), Envoy's peak memory within 10%.
+A metric agrees when the emulated value is within tolerance of the simulated mean or inside
+the simulated range over seeds (the simulation's own noise is no disagreement). The latency
+distributions are compared as well (two-sample Kolmogorov-Smirnov distance, scipy.stats) and
+the emulated percentiles carry a bootstrap interval, both reported, not judged.
 """
 
 from __future__ import annotations
@@ -44,6 +44,10 @@ def _relative(metric: str, sims: list[float], emulated: float, share: float,
 
 
 SEND_LAG_P99_MS = 5.0
+# A sidecar's peak of about ten connections differs by two or three between emulations of the
+# same scenario (measured: 7 to 10, 8 to 11): a count's maximum over a run is noisy where 15%
+# is under one connection and a half.
+PEAK_CONNECTIONS_FLOOR = 3
 
 
 def checks(simulated: list[Metrics], emulated: Metrics, emulation: dict | None = None) -> list[Check]:
@@ -80,7 +84,7 @@ def checks(simulated: list[Metrics], emulated: Metrics, emulation: dict | None =
             continue  # an instance that never ran in either
         name = f"{e.app}/{e.index} ({e.guid[:8]})"
         out.append(_relative(f"peak connections {name}", [i.peak_connections for i in runs],
-                             e.peak_connections, 0.15))
+                             e.peak_connections, 0.15, PEAK_CONNECTIONS_FLOOR))
         out.append(_relative(f"Envoy peak MB {name}", [i.peak_memory_mb for i in runs],
                              e.peak_memory_mb, 0.10))
     return out

@@ -5,6 +5,9 @@ round-robin or random) and passes their answers through. The scenario's limits b
 own: ``ingress.max_connections`` is the routers' cluster circuit breaker on requests (one beyond
 it is answered 503 by Envoy, as the simulated load balancer answers 503), ``max_rate_per_s`` a
 local rate limit (a token bucket of one second's worth, refilled every second, answering 503).
+A router that is down (connection refused: Envoy's UF) or that dies with the request in flight
+(UC) is answered 502 with the simulator's cause, as a cloud load balancer without health checks
+answers for a dead backend (Envoy's own would be 503).
 """
 
 from __future__ import annotations
@@ -17,6 +20,12 @@ RATE_LIMIT_TYPE = ("type.googleapis.com/envoy.extensions.filters.http.local_rate
                    "LocalRateLimit")
 
 
+def _mapper(flags: list[str], cause: str) -> dict:
+    return {"filter": {"response_flag_filter": {"flags": flags}}, "status_code": 502,
+            "headers_to_add": [{"header": {"key": "x-simnet-cause", "value": cause},
+                                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}
+
+
 def load_balancer_bootstrap(ingress: Ingress, *, listen: tuple[str, int],
                             routers: list[tuple[str, int]], admin_port: int) -> dict:
     """The load balancer's bootstrap: a listener at ``listen`` routing every host to the routers."""
@@ -26,6 +35,8 @@ def load_balancer_bootstrap(ingress: Ingress, *, listen: tuple[str, int],
         http_filters.append({"name": "envoy.filters.http.local_ratelimit", "typed_config": {
             "@type": RATE_LIMIT_TYPE, "stat_prefix": "lb_rate",
             "status": {"code": "ServiceUnavailable"},
+            "response_headers_to_add": [{"header": {"key": "x-simnet-cause",
+                                                    "value": "load balancer rate limit"}}],
             "token_bucket": {"max_tokens": tokens, "tokens_per_fill": tokens,
                              "fill_interval": "1s"},
             "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"},
@@ -41,6 +52,9 @@ def load_balancer_bootstrap(ingress: Ingress, *, listen: tuple[str, int],
             "routes": [{"match": {"prefix": "/"},
                         "route": {"cluster": CLUSTER, "timeout": "0s"}}]}]},
         "http_filters": http_filters,
+        "local_reply_config": {"mappers": [
+            _mapper(["UF", "URX", "UH"], "router down"),
+            _mapper(["UC", "UR"], "router restarted mid-request")]},
     }
     limit = ingress.max_connections or UNLIMITED
     return {

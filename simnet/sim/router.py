@@ -93,8 +93,8 @@ class Router:
         self.generation += 1
         now = self.env.now
         for idle in self.pool.values():
-            for sc, epoch, _ in idle:
-                sc.close(now, epoch)
+            for sc, epoch, proxied in idle:
+                sc.close(now, epoch, proxied)
             idle.clear()
 
     def update(self, routes: tuple[tuple[str, tuple[Endpoint, ...]], ...]) -> None:
@@ -261,7 +261,7 @@ class Router:
                 if served == REFUSED:
                     # every worker busy and the accept queue full: the app refused the connection;
                     # Envoy closes the router's connection, a retriable error to gorouter
-                    sc.close(env.now, epoch)
+                    sc.close(env.now, epoch, proxied)
                     status = Verdict.DIAL_FAILED.status
                     cause = "app refused (accept queue full)"
                     tried = (tried or []) + [ep]
@@ -270,12 +270,12 @@ class Router:
                     self._reuse(idle, conn, sc, epoch)
                     return NO_ENDPOINT, "envoy overflow (circuit breaker)"
                 if served == TIMED_OUT:  # gorouter's endpoint timeout: 502, the connection closed
-                    sc.close(env.now, epoch)
+                    sc.close(env.now, epoch, proxied)
                     return BAD_GATEWAY, "router endpoint timeout"
                 if served == GONE or not (sc.alive and sc.epoch == epoch):
                     return Verdict.DIAL_FAILED.status, "instance died mid-request"
                 if self.generation != generation:  # the router restarted while serving this
-                    sc.close(env.now, epoch)
+                    sc.close(env.now, epoch, proxied)
                     return BAD_GATEWAY, "router restarted mid-request"
                 self._reuse(idle, conn, sc, epoch)
                 metrics.served[host, sc.app] += 1
@@ -289,7 +289,7 @@ class Router:
         if self.keep_alive and len(idle) < self.max_idle:
             idle.append(conn)
         else:
-            sc.close(self.env.now, epoch)
+            sc.close(self.env.now, epoch, conn[2])
 
     def _within_timeout(self, sc, out: float, inner: float, epoch: int, back: float,
                         proxied: bool) -> Generator:
@@ -321,7 +321,10 @@ class Router:
         if target is None or not target[0].alive:
             return Verdict.DIAL_FAILED, None  # connection refused: nothing listens there now
         sc, listener = target
-        opened = sc.open(env.now)
+        # Envoy holds the connection only where it is on the path (listener.tls: Diego's proxy
+        # ports, Istio's captured inbound); one to an unproxied port is the app's alone, and
+        # neither its memory nor its limits see it (the emulated twin's Envoy holds none)
+        opened = sc.open(env.now) if listener.tls else True
         if opened is None:
             return Verdict.CONNECTION_RESET, None  # Envoy's tcp_proxy at max_connections
         if not opened:
@@ -358,7 +361,7 @@ class Router:
         elif listener.tls:
             verdict = Verdict.DIAL_FAILED  # plain HTTP to a TLS listener: reset
         if verdict is not Verdict.OK:
-            sc.close(env.now, epoch)
+            sc.close(env.now, epoch, listener.tls)
             return verdict, None
         return verdict, (sc, epoch, listener.tls)  # Envoy is on the path where TLS ends
 

@@ -198,8 +198,10 @@ class Sidecar:
                 return False
         return True
 
-    def close(self, now: float, epoch: int) -> None:
-        if epoch == self.epoch and self.alive:
+    def close(self, now: float, epoch: int, proxied: bool = True) -> None:
+        """A connection ends; one that did not go through Envoy (``proxied`` False) was never
+        counted."""
+        if proxied and epoch == self.epoch and self.alive:
             self.conns -= 1
             self.g_conns.set(now, self.conns)
 

@@ -121,6 +121,34 @@ const preciseMS = 50
 
 // ---------------------------------------------------------------------------- common
 
+// extras is a latency spike's extra one-way delay per hop (ms), from the --extras file, which
+// the emulation rewrites and signals with SIGUSR2 when a latency_spike starts or ends.
+var (
+	extrasPath string
+	extrasMu   sync.RWMutex
+	extras     = map[string]float64{}
+)
+
+func loadExtras() {
+	if extrasPath == "" {
+		return
+	}
+	next := map[string]float64{}
+	if data, err := os.ReadFile(extrasPath); err == nil {
+		json.Unmarshal(data, &next)
+	}
+	extrasMu.Lock()
+	extras = next
+	extrasMu.Unlock()
+}
+
+// extra is the spike's delay on hop now.
+func extra(hop string) float64 {
+	extrasMu.RLock()
+	defer extrasMu.RUnlock()
+	return extras[hop]
+}
+
 func fail(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "twin: "+format+"\n", args...)
 	os.Exit(2)
@@ -151,13 +179,16 @@ func writeJSON(path string, value any) {
 }
 
 // onSignals runs stop on SIGTERM or SIGINT and exits; reload (if any) on SIGHUP, reset (if
-// any) on SIGUSR1.
+// any) on SIGUSR1, the extras on SIGUSR2.
 func onSignals(stop func(), reload func(), reset func()) {
 	ch := make(chan os.Signal, 4)
-	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1,
+		syscall.SIGUSR2)
 	go func() {
 		for sig := range ch {
 			switch {
+			case sig == syscall.SIGUSR2:
+				loadExtras()
 			case sig == syscall.SIGHUP && reload != nil:
 				reload()
 			case sig == syscall.SIGUSR1 && reset != nil:
@@ -202,8 +233,9 @@ type App struct {
 }
 
 func (a *App) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	arrived := time.Now()
 	io.Copy(io.Discard, r.Body)
-	hop := a.rng.sample(a.cfg.Hop)
+	hop := a.rng.sample(a.cfg.Hop) + extra("sidecar_to_app")
 	sleepMS(hop)
 	a.mu.Lock()
 	if len(a.workers) >= a.cfg.Concurrency && a.waiting >= a.cfg.QueueLimit {
@@ -237,6 +269,8 @@ func (a *App) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.served++
 	a.mu.Unlock()
 	sleepMS(hop)
+	// the app's whole time (hops, queue, service): what the sidecar's part is measured without
+	w.Header().Set("X-Simnet-App-Ms", fmt.Sprintf("%.4f", msOf(time.Since(arrived))))
 	w.Header().Set("X-Simnet-App", a.cfg.App)
 	w.Header().Set("X-Simnet-Guid", a.cfg.GUID)
 	w.Header().Set("Content-Type", "text/plain")
@@ -567,6 +601,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	// the router's time without its own sleeps, and the backend's part of it
 	w.Header().Set("X-Simnet-Router-Ms", fmt.Sprintf("%.4f", msOf(time.Since(start)-t.slept)))
 	w.Header().Set("X-Simnet-Backend-Ms", fmt.Sprintf("%.4f", msOf(t.backend)))
+	w.Header().Set("X-Simnet-Router-Slept-Ms", fmt.Sprintf("%.4f", msOf(t.slept)))
 	r.count(func(s *routerStats) {
 		s.Handled++
 		s.Outcomes[fmt.Sprint(status)]++
@@ -575,7 +610,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 	})
 	if resp != nil {
-		for _, k := range []string{"X-Simnet-App", "X-Simnet-Guid", "Content-Type"} {
+		for _, k := range []string{"X-Simnet-App", "X-Simnet-Guid", "X-Simnet-App-Ms", "Content-Type"} {
 			if v := resp.Header.Get(k); v != "" {
 				w.Header().Set(k, v)
 			}
@@ -619,7 +654,7 @@ func (r *Router) route(req *http.Request, body []byte, t *timing) (int, string, 
 		if !ok {
 			return 503, "connection limit reached", nil
 		}
-		out := r.rng.sample(r.cfg.RouterToSidecar)
+		out := r.rng.sample(r.cfg.RouterToSidecar) + extra("router_to_sidecar")
 		t.sleep(out)
 		sent := time.Now()
 		resp, err := r.attempt(b, ep, req, body)
@@ -765,9 +800,11 @@ type loadConfig struct {
 }
 
 // record: client, intended_s, lag_ms, latency_ms, status, error, app, guid, cause, router_ms,
-// backend_ms (simnet.emulate.observed reads these by position; the last two are the router's
-// own time and its backend's, -1 when no router answered)
-type record [11]any
+// backend_ms, app_ms, slept_ms, router_slept_ms (simnet.emulate.observed reads these by
+// position): the router's own time without its sleeps and its backend's round trip, the app's
+// whole time, what the generator slept of the client's hop, what the router slept of its hops
+// (-1 where nobody answered)
+type record [14]any
 
 type Load struct {
 	cfg     loadConfig
@@ -798,8 +835,10 @@ func errorClass(err error) string {
 func (l *Load) request(n int, c *clientConfig, client *http.Client, rng *Source, intended float64) {
 	start := time.Now()
 	lag := start.Sub(l.t0).Seconds() - intended
-	hop := rng.sample(c.ClientToIngress)
+	hop := rng.sample(c.ClientToIngress) + extra("client_to_ingress")
+	slept := time.Now()
 	sleepMS(hop)
+	sleptFor := time.Since(slept)
 	ctx := context.Background()
 	var cancel context.CancelFunc = func() {}
 	if c.TimeoutS != nil {
@@ -810,9 +849,11 @@ func (l *Load) request(n int, c *clientConfig, client *http.Client, rng *Source,
 	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+l.cfg.Target+"/", nil)
 	req.Host = c.Host
 	status, class, app, guid, cause := 0, "", "", "", ""
-	routerMS, backendMS := -1.0, -1.0
+	routerMS, backendMS, appMS, routerSlept := -1.0, -1.0, -1.0, -1.0
 	resp, err := client.Do(req)
 	if err == nil {
+		fmt.Sscan(resp.Header.Get("X-Simnet-Router-Slept-Ms"), &routerSlept)
+		fmt.Sscan(resp.Header.Get("X-Simnet-App-Ms"), &appMS)
 		fmt.Sscan(resp.Header.Get("X-Simnet-Router-Ms"), &routerMS)
 		fmt.Sscan(resp.Header.Get("X-Simnet-Backend-Ms"), &backendMS)
 		_, err = io.Copy(io.Discard, resp.Body)
@@ -835,7 +876,9 @@ func (l *Load) request(n int, c *clientConfig, client *http.Client, rng *Source,
 		class = errorClass(err)
 	}
 	if status != 0 || class != "timeout" {
+		back := time.Now()
 		sleepMS(hop)
+		sleptFor += time.Since(back)
 	}
 	latency := time.Since(l.t0).Seconds() - intended
 	if class == "timeout" && c.TimeoutS != nil {
@@ -846,7 +889,7 @@ func (l *Load) request(n int, c *clientConfig, client *http.Client, rng *Source,
 	}
 	l.mu.Lock()
 	l.records = append(l.records, record{n, intended, lag * 1000, latency * 1000, status, class,
-		app, guid, cause, routerMS, backendMS})
+		app, guid, cause, routerMS, backendMS, appMS, msOf(sleptFor), routerSlept})
 	l.lags = append(l.lags, lag*1000)
 	l.mu.Unlock()
 }
@@ -993,10 +1036,12 @@ func main() {
 	startAt := fs.Float64("start-at", 0, "load: the run's time 0, as a Unix time")
 	drain := fs.Float64("drain-s", 30, "load: how long in-flight requests may outlive the run")
 	warmup := fs.Float64("warmup-s", 0, "load: seconds of the clients' load before time 0, not recorded")
+	fs.StringVar(&extrasPath, "extras", "", "a latency spike's extra delay per hop, re-read on SIGUSR2")
 	fs.Parse(os.Args[2:])
 	if *configPath == "" {
 		fail("--config is required")
 	}
+	loadExtras()
 	switch mode {
 	case "app":
 		runApp(*configPath, *stats)
