@@ -151,9 +151,10 @@ def emulate_and_report(scenario: Scenario, deployment: Deployment, reports_dir: 
     from simnet.emulate import emulate, metrics_of  # namespaces, processes: only when asked
 
     observed = emulate(deployment, progress=progress)
+    facts = observed.facts()
     out = _report(deployment, metrics_of(deployment, observed), observed.wall_s,
-                  reports_dir / f"{scenario.name}-emulated", {"emulation": observed.facts()})
-    out.emulation = observed.facts()
+                  reports_dir / f"{scenario.name}-emulated", {"emulation": facts})
+    out.emulation = facts
     return out
 
 
@@ -198,7 +199,9 @@ class ValidationOutput:
 
     @property
     def agrees(self) -> bool:
-        return all(c.agrees for c in self.checks)
+        from simnet.emulate.validate import verdict
+
+        return verdict(self.checks)
 
 
 def validate(scenario: Scenario, deployment: Deployment, reports_dir: Path, *,

@@ -170,12 +170,8 @@ class Emulation:
         os.replace(tmp, self.routes_file)
 
     def routes_changed(self, change: RoutesChanged) -> None:
-        keeps_empty = self.d.platform.keeps_empty_routes
-        for host, endpoints in change.routes:
-            if endpoints or keeps_empty:
-                self.table[host] = endpoints
-            else:
-                self.table.pop(host, None)
+        """The new table written whole, and every router told to reload it."""
+        change.apply(self.table, self.d.platform.keeps_empty_routes)
         self.write_routes()
         for r in self.routers:
             if r is not None:
@@ -255,7 +251,7 @@ class Emulation:
                                                  {i.cell: i.cell_ip for i in d.instances}))
             stack.callback(self._stop_all, net)
             for guid in d.running:
-                self.start_instance(real, net, next(i for i in d.instances if i.guid == guid))
+                self.start_instance(real, net, d.instance(guid))
             self.write_routes()
             self._net = net
             self._ca = real.ca_file(s.routers.backends.trusted_ca or s.cells.instance_identity_ca)
@@ -302,13 +298,18 @@ class Emulation:
         and processes prepared PREPARE_S ahead in the background (once its guid's previous
         container is gone) and is attached at the event's time, so a start is as instant as
         the simulator's: a move's newcomer takes over the victim's address at once."""
-        instances = {i.guid: i for i in self.d.instances}
         events = [e for e in self.d.events if e.at_s < self.s.duration_s]
-        prepared: dict[int, Future] = {}
+        prepared: dict[int, Future] = {}  # index of a Start event -> its prepared instance
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as pool:
+            def prepare(j: int) -> None:
+                if j not in prepared:
+                    prepared[j] = pool.submit(self.start_instance, real, net,
+                                              self.d.instance(events[j].guid), attach=False)
+
             for k, event in enumerate(events):
                 while (delay := self._t0 + event.at_s - time.monotonic()) > 0:
-                    self._prepare_ahead(events, k, prepared, pool, real, net, instances)
+                    for j in self._due(events, k, net):
+                        prepare(j)
                     time.sleep(min(delay, 0.1))
                 if self.progress:
                     self.progress(event.at_s / self.s.duration_s)
@@ -316,7 +317,7 @@ class Emulation:
                     case Stop(guid=guid):
                         self.stop_instance(net, guid, successor=self._succeeded(events, k))
                     case Start(guid=guid):
-                        self._prepare(k, events, prepared, pool, real, net, instances)
+                        prepare(k)
                         started = prepared.pop(k).result()
                         late = time.monotonic() - self._t0 - event.at_s
                         if late > LATE_S:
@@ -346,27 +347,22 @@ class Emulation:
     def _succeeded(self, events, k: int) -> bool:
         """Whether an instance starting at the same time takes over the address of the one
         ``events[k]`` stops."""
-        stopped = next(i for i in self.d.instances if i.guid == events[k].guid)
+        stopped = self.d.instance(events[k].guid)
         return any(isinstance(e, Start) and e.at_s == events[k].at_s
-                   and (i := next(x for x in self.d.instances if x.guid == e.guid)).cell
-                   == stopped.cell and i.container_ip == stopped.container_ip
-                   for e in events[k + 1:])
+                   and (i := self.d.instance(e.guid)).cell == stopped.cell
+                   and i.container_ip == stopped.container_ip for e in events[k + 1:])
 
-    def _prepare_ahead(self, events, k, prepared, pool, real, net, instances) -> None:
-        """Prepare every later Start due within PREPARE_S whose guid holds no container now."""
+    def _due(self, events, k: int, net: Foundation):
+        """The later Starts due within PREPARE_S whose guid holds no container now (nor will
+        before them: no Stop of it comes first)."""
         now = time.monotonic() - self._t0
         for j in range(k, len(events)):
             e = events[j]
             if e.at_s - now > PREPARE_S:
-                break
-            if isinstance(e, Start) and j not in prepared and e.guid not in net.containers \
+                return
+            if isinstance(e, Start) and e.guid not in net.containers \
                     and not any(isinstance(x, Stop) and x.guid == e.guid for x in events[k:j]):
-                self._prepare(j, events, prepared, pool, real, net, instances)
-
-    def _prepare(self, j, events, prepared, pool, real, net, instances) -> None:
-        if j not in prepared:
-            prepared[j] = pool.submit(self.start_instance, real, net,
-                                      instances[events[j].guid], attach=False)
+                yield j
 
     def _stop_all(self, net: Foundation) -> None:
         """Stop every instance still running and wait for every stop under way."""

@@ -96,6 +96,16 @@ class RoutesChanged:
     weights: tuple[tuple[str, Weights], ...] = ()
     kind: ClassVar[str] = "routes"
 
+    def apply(self, table: dict, keeps_empty: bool) -> None:
+        """Update a router's route table in place: each changed host takes its new entries; a
+        host left with none is gone, unless the platform keeps empty routes
+        (``Platform.keeps_empty_routes``)."""
+        for host, endpoints in self.routes:
+            if endpoints or keeps_empty:
+                table[host] = endpoints
+            else:
+                table.pop(host, None)
+
 
 Event = Stop | Start | CertExpired | CertRotated | RouterDown | RouterUp | LatencyChange | RoutesChanged
 

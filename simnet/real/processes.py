@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import json
-import os
 import select
 import signal
 import subprocess
@@ -119,5 +118,5 @@ class TwinProcess:
 @atexit.register
 def _kill_leftovers() -> None:
     for proc in list(_live):
-        if proc.poll() is None and os.getpid() != 0:
+        if proc.poll() is None:
             proc.kill()

@@ -16,6 +16,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING
 
 from simnet.model.placement import Endpoint, Weights
+from simnet.model.timeline import RoutesChanged
 from simnet.model.tls import Verdict
 from simnet.sim.metrics import RouterSeries
 from simnet.sim.sidecar import OVERFLOW, SERVED
@@ -97,13 +98,9 @@ class Router:
                 sc.close(now, epoch, proxied)
             idle.clear()
 
-    def update(self, routes: tuple[tuple[str, tuple[Endpoint, ...]], ...]) -> None:
+    def update(self, change: RoutesChanged) -> None:
         """A route registration arrives: it replaces the pool and restores pruned endpoints."""
-        for host, endpoints in routes:
-            if endpoints or self.keeps_empty:
-                self.table[host] = endpoints
-            else:
-                self.table.pop(host, None)
+        change.apply(self.table, self.keeps_empty)
 
     def reweigh(self, weights: tuple[tuple[str, Weights], ...]) -> None:
         """New destination weights for hosts (a route mapped or unmapped on the gateway)."""

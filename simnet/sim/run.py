@@ -117,7 +117,7 @@ def _faults(env: simpy.Environment, net: Network, routers: list[Router]):
             case RoutesChanged(routes=routes, weights=weights):
                 net.routes_changed(routes)
                 for r in routers:
-                    r.update(routes)
+                    r.update(event)
                     r.reweigh(weights)
 
 
