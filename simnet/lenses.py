@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from simnet.errors import SimnetError
 from simnet.model import deployment as model
 from simnet.model.deployment import Deployment, DeriveError
-from simnet.model.ports import cf_instance_ports_json
+from simnet.model.ports import instance_env
 from simnet.scenario.load import SourceMap, load_scenario
 from simnet.scenario.schema import Scenario
 from simnet.sim import run as sim
@@ -92,7 +92,7 @@ def deployment_facts(d: Deployment) -> dict:
              "container_ip": i.container_ip,
              "proxy_ports": {str(m.proxy): m.app for m in i.proxy.mappings} if i.proxy else {},
              "envoy_admin": f"127.0.0.1:{i.proxy.admin}" if i.proxy else None,
-             "CF_INSTANCE_PORTS": cf_instance_ports_json(list(i.cf_instance_ports))}
+             **instance_env(list(i.cf_instance_ports), i.cell_ip)}
             for i in d.instances
         ],
     }
@@ -196,6 +196,7 @@ class ValidationOutput:
     checks: list
     distribution: dict
     files: list[Path]
+    notes: list[str]
 
     @property
     def agrees(self) -> bool:
@@ -210,14 +211,17 @@ def validate(scenario: Scenario, deployment: Deployment, reports_dir: Path, *,
     """Simulate the scenario with ``replications`` seeds (seed, seed+1, ...), emulate it once, and
     write reports/<name>-validation/ (validation.json, validation.html) beside the emulated
     run's own report."""
-    from simnet.emulate.validate import checks, distribution, to_json
+    from simnet.emulate.validate import checks, distribution, held_to_twin, to_json
     from simnet.report.validation import write_validation
 
+    scenario, notes = held_to_twin(scenario)
+    if notes:  # what the emulation runs does not change; what the simulation predicts does
+        deployment = derive(scenario)
     simulated = [simulate(deployment if k == 0 else derive(
         scenario.model_copy(update={"seed": scenario.seed + k}))) for k in range(replications)]
     emulated = emulate_and_report(scenario, deployment, reports_dir, progress)
     results = checks(simulated, emulated.metrics, emulated.emulation)
     dist = distribution(simulated, emulated.metrics, scenario.seed)
     files = write_validation(scenario, simulated, emulated.metrics, to_json(results), dist,
-                             reports_dir / f"{scenario.name}-validation")
-    return ValidationOutput(simulated, emulated, results, dist, files)
+                             reports_dir / f"{scenario.name}-validation", notes)
+    return ValidationOutput(simulated, emulated, results, dist, files, notes)

@@ -144,6 +144,78 @@ def test_requests_waiting_when_the_instance_dies_are_answered_not_lost():
     assert m.issued == m.completed + m.in_flight
 
 
+def test_a_request_in_flight_on_a_dying_instance_is_retried_on_another():
+    """gorouter retries an idempotent request whose backend connection ends before an answer
+    (routing-release, gorouter proxy/round_tripper/proxy_round_tripper.go ``isRetriable``:
+    ``io.EOF`` on an idempotent request becomes ``IdempotentRequestEOFError``, retriable; the
+    endpoint is not pruned). Every request in flight on the killed instance is answered by the
+    other one: no 502, each one a retry. The emulated twin showed it: the simulator used to
+    answer them 502 where the real round trip retried."""
+    s = queue(40, 400.0, {"dist": "constant", "value_ms": 50}, duration_s=4.0, attempts=3)
+    data = s.model_dump()
+    data["apps"][0]["instances"] = 2
+    data["faults"] = [{"kind": "kill", "at_s": 2.0, "app": "app", "instance": 0,
+                       "restart_after_s": 1.0}]
+    m = simulate(derive(Scenario.model_validate(data)))
+    assert m.retries > 0
+    assert m.outcomes.get(502, 0) == 0 and m.outcomes[200] == m.completed
+    assert m.issued == m.completed + m.in_flight
+
+
+def two_instances(**kw) -> dict:
+    data = queue(4, 1.0, {"dist": "constant", "value_ms": 10}, **kw).model_dump()
+    data["apps"][0]["instances"] = 2
+    return data
+
+
+def test_gorouters_round_robin_starts_at_a_random_instance():
+    """routing-release gorouter route/pool.go ``NextIndex``: a pool's first turn is
+    ``p.random.Intn(len(p.endpoints))``, so the first request of a run does not always go to
+    the first instance. One request per run (one user, thinking past the run's end)."""
+    first = set()
+    for seed in range(1, 13):
+        data = two_instances(seed=seed, duration_s=1.0)
+        data["clients"] = [{"host": "app.example.com", "model": "closed", "users": 1,
+                            "think_time": {"dist": "constant", "value_ms": 5000}}]
+        m = simulate(derive(Scenario.model_validate(data)))
+        assert m.issued == 1
+        first |= {i.index for i in m.instances if i.utilisation > 0}
+    assert first == {0, 1}
+
+
+def test_gorouter_stops_once_every_endpoint_was_tried():
+    """Both instances killed and still routed to: each request tries each once, then gorouter
+    stops with the last cause (routing-release gorouter proxy/round_tripper/
+    proxy_round_tripper.go: past NumEndpoints attempts, a pick already in triedEndpoints breaks
+    the loop), though max_attempts is 3."""
+    data = two_instances(duration_s=3.0, attempts=3)
+    data["clients"][0]["rate_per_s"] = 50.0
+    data["faults"] = [{"kind": "kill", "at_s": 1.0, "app": "app", "instance": k,
+                       "restart_after_s": 10.0} for k in (0, 1)]
+    data["routers"]["route_propagation_delay_s"] = 30.0  # the routes keep both
+    m = simulate(derive(Scenario.model_validate(data)))
+    failed = m.outcomes[502]
+    assert failed > 20 and m.causes["dial failed"] == failed
+    assert m.retries == failed  # one retry each: two attempts, not three
+
+
+def test_gorouter_skips_a_plain_endpoint_that_failed_for_30_s():
+    """A failed dial to a plain endpoint marks it failed, not pruned (gorouter route/pool.go
+    EndpointFailed: only TLS endpoints are pruned); round-robin skips it for
+    droplet_stale_threshold / 4 = 30 s (registry/registry.go RetryAfterFailure,
+    route/roundrobin.go). So one retry finds it dead (and one more, for a request in flight
+    when it died), and the requests after it go to the other instance at once, not one retry
+    for every other request."""
+    data = two_instances(duration_s=4.0, attempts=3)
+    data["clients"][0]["rate_per_s"] = 50.0
+    data["faults"] = [{"kind": "kill", "at_s": 1.0, "app": "app", "instance": 0,
+                       "restart_after_s": 10.0}]
+    data["routers"]["route_propagation_delay_s"] = 30.0  # the route keeps the dead one
+    m = simulate(derive(Scenario.model_validate(data)))
+    assert set(m.outcomes) == {200} and m.outcomes[200] > 100
+    assert m.retries <= 2 and m.endpoints_pruned == 0
+
+
 def test_the_default_scenario_saturates_at_its_modelled_capacity():
     """Dashboard at 100x its load: throughput plateaus at instances x concurrency / mean
     service time, p99 grows, and the errors are the app's refusals (502)."""

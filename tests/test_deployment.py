@@ -16,7 +16,7 @@ from simnet.strategies.scenarios import scenarios
 def test_auto_additional_memory_follows_the_memory_model():
     """``auto`` sizes the allocation for expected_peak_connections: the seed's 10 + 0.03*N
     with the seed's memory model, the calibrated Envoy's memory at N plus 10% otherwise."""
-    assert seed_rule_mb(0) == 10 and seed_rule_mb(1000) == 40 and seed_rule_mb(150) == 14
+    assert seed_rule_mb(0) == 10 and seed_rule_mb(1000) == 40 and seed_rule_mb(150) == 15
     text = """
 name: t
 cells: {count: 1, memory_mb: 1024}
@@ -42,6 +42,23 @@ def test_cells_are_never_overcommitted(scenario):
     # Every running address belongs to exactly one instance.
     addresses = [a for g in d.running for a, _ in d.listeners[g]]
     assert len(addresses) == len(set(addresses))
+
+
+def test_the_auction_spreads_an_apps_instances_before_it_fills_free_memory():
+    """cloudfoundry/auction auctionrunner/cell.go ScoreForLRP: 1000 per instance of the same
+    process already on the cell, plus the share of the cell used: big's one instance leaves
+    cell 0 with less free memory, yet small's second instance goes there, not beside its
+    first on the emptier cell 1 (most-free-memory alone would put both on cell 1)."""
+    s, _ = load_text("""
+name: t
+cells: {count: 2, memory_mb: 4096}
+proxy: {enabled: false}
+apps:
+  - {name: big, instances: 1, memory_mb: 2048}
+  - {name: small, instances: 2, memory_mb: 256}
+""")
+    cells = {(i.app, i.index): i.cell for i in derive(s).instances}
+    assert cells == {("big", 0): 0, ("small", 0): 1, ("small", 1): 0}
 
 
 def test_too_many_instances_is_an_error_naming_the_line(tmp_path):
@@ -93,8 +110,8 @@ routes: [{host: a.example.com, app: a, port: 9999}]
     (ep,) = d.routes["a.example.com"]
     assert ep.tls and ep.guid == inst.guid
     assert ep.address == (inst.cell_ip, inst.host_ports[61002])  # 9999 -> proxy 61002
-    assert inst.cf_instance_ports[1]["internal_tls_proxy"] == 61002
-    assert inst.cf_instance_ports[1]["external_tls_proxy"] == ep.address[1]
+    (entry,) = [e for e in inst.cf_instance_ports if e["internal"] == 9999]
+    assert entry["internal_tls_proxy"] == 61002 and entry["external_tls_proxy"] == ep.address[1]
 
 
 def test_move_reuses_the_address_for_another_app():

@@ -12,7 +12,7 @@ import pytest
 from simnet.emulate import metrics_of, plan
 from simnet.emulate.observed import Observed, Sample
 from simnet.emulate.validate import checks, verdict
-from simnet.lenses import load_and_derive, scaled, simulate
+from simnet.lenses import derive, load_and_derive, scaled, simulate
 from simnet.model.load_balancer import load_balancer_bootstrap
 from simnet.scenario.bundled import bundled
 
@@ -203,3 +203,20 @@ def test_a_restarted_process_stats_add_up_and_peaks_take_the_largest():
         "handled": 15, "retries": 1, "causes": {"dial failed": 3, "unknown route": 1},
         "peak_queue": 4}
     assert merged([first, second])["peak_queue"] == 6
+
+
+def test_a_scenario_modelling_another_envoy_is_held_to_the_calibrated_memory_of_the_one_run():
+    """sidecar-patches models the 2017 Envoy of seed 002 (``memory.model: seed``); the twin
+    runs today's, so validation simulates it with the calibrated model and says so, and the
+    predicted memory follows: the seed's model and the calibrated one differ."""
+    from simnet.emulate.validate import held_to_twin
+
+    s, d = load_and_derive(bundled("sidecar-patches"))
+    twin, notes = held_to_twin(s)
+    assert s.proxy.memory.model == "seed" and twin.proxy.memory.model == "calibrated"
+    assert len(notes) == 1 and "proxy.memory.model: seed" in notes[0]
+    seed_mb = max(i.peak_memory_mb for i in simulate(d).instances)
+    twin_mb = max(i.peak_memory_mb for i in simulate(derive(twin)).instances)
+    assert abs(seed_mb - twin_mb) > 1.0
+    default = load_and_derive(bundled("diego-route-integrity"))[0]
+    assert held_to_twin(default) == (default, [])

@@ -29,6 +29,8 @@ from tests.test_cli import simnet
 
 def test_seed_rule_is_ten_plus_three_hundredths_per_connection():
     assert [seed_rule_mb(n) for n in (0, 100, 1000, 4000)] == [10, 13, 40, 130]
+    # a half goes up (the seed's 'rounded to the nearest integer'), not to even
+    assert [seed_rule_mb(n) for n in (50, 150, 250)] == [12, 15, 18]
 
 
 def test_fit_line_recovers_a_line():

@@ -126,22 +126,28 @@ def test_router_retries_a_dial_failure_on_another_endpoint_and_never_prunes_a_pl
         app.stop()
     assert [a[0] for a in answers] == [200] * 6
     assert unknown[0] == 404 and unknown[1]["X-Simnet-Cause"] == "unknown route"
-    # round-robin's turn advances on every attempt (as the simulator's does), so with two
-    # endpoints each request's first attempt lands on the dead one; it stays in the pool
-    assert stats["retries"] == 6 and stats["endpoints_pruned"] == 0
+    # a plain endpoint whose dial failed stays in the pool, marked failed: round-robin skips it
+    # for 30 s (gorouter route/pool.go EndpointFailed, route/roundrobin.go), so only the first
+    # request that meets it retries
+    assert stats["retries"] == 1 and stats["endpoints_pruned"] == 0
+    assert stats["failures"] == {"dial_failed": 1}
     assert stats["causes"] == {"unknown route": 1}
 
 
-def test_router_answers_502_when_every_attempt_fails_with_the_last_cause(tmp_path):
-    routes = {"x.example.com": [{"address": f"127.0.0.1:{_port()}", "guid": "g", "app": "a",
-                                 "tls": False}]}
+def test_router_answers_502_with_the_last_cause_once_every_endpoint_was_tried(tmp_path):
+    """Two dead endpoints and max_attempts 3: gorouter tries each once and stops rather than
+    try one again (routing-release gorouter proxy/round_tripper/proxy_round_tripper.go: past
+    NumEndpoints attempts, a pick already in triedEndpoints breaks the loop)."""
+    routes = {"x.example.com": [{"address": f"127.0.0.1:{_port()}", "guid": f"g{k}", "app": "a",
+                                 "tls": False} for k in range(2)]}
     router, rport, _ = _router(tmp_path, routes, max_attempts=3)
     try:
         status, headers = _get(rport)
     finally:
         stats = router.stop()
     assert status == 502 and headers["X-Simnet-Cause"] == "dial failed"
-    assert stats["retries"] == 2 and stats["outcomes"] == {"502": 1}
+    assert stats["retries"] == 1 and stats["outcomes"] == {"502": 1}
+    assert stats["failures"] == {"dial_failed": 2}
 
 
 def test_router_answers_503_at_max_conns_and_reloads_its_routes_on_sighup(tmp_path):
@@ -169,8 +175,9 @@ def test_router_answers_503_at_max_conns_and_reloads_its_routes_on_sighup(tmp_pa
 
 
 def test_router_counts_from_its_reset_and_adds_a_latency_spike_both_ways(tmp_path):
-    """SIGUSR1 (the run's time 0, after the warm-up) zeroes the counters; SIGUSR2 re-reads the
-    extra delay per hop that a latency_spike sets, slept there and back."""
+    """SIGUSR1 (the run's time 0, after the warm-up) zeroes the counters but keeps the pool the
+    warm-up built; SIGUSR2 re-reads the extra delay per hop that a latency_spike sets, slept
+    there and back."""
     app, port = _app(tmp_path, "app", service_ms=0)
     extras = tmp_path / "extras.json"
     routes = {"x.example.com": [{"address": f"127.0.0.1:{port}", "guid": "app-guid",
@@ -198,17 +205,20 @@ def test_router_counts_from_its_reset_and_adds_a_latency_spike_both_ways(tmp_pat
     assert max(before) < 0.1 and after < 0.1
     assert spiked >= 0.3  # 150 ms on the way to the sidecar and 150 ms back
     assert stats["handled"] == 2 and stats["outcomes"] == {"200": 2}
+    assert stats["connections_opened"] == 0  # the connection kept alive before the reset
 
 
-def _load(tmp_path: Path, port: int, clients: list[dict], duration_s: float) -> dict:
+def _load(tmp_path: Path, port: int, clients: list[dict], duration_s: float,
+          warmup_s: float = 0.0) -> dict:
     config = {"target": f"127.0.0.1:{port}", "duration_s": duration_s, "seed": 9,
               "clients": [{"name": f"c{k}", "host": "x.example.com", "rate_per_s": 0, "users": 0,
                            "think_time": _constant(0), "keep_alive": True, "timeout_s": None,
                            "start_s": 0, "duration_s": None, "client_to_ingress": _constant(0),
                            **c} for k, c in enumerate(clients)]}
     load = TwinProcess(twin_path(), "load", config, tmp_path, "load",
-                       extra=("--start-at", f"{time.time() + 0.3:.6f}"))
-    assert load.wait(duration_s + 40) == 0, load.log()
+                       extra=("--start-at", f"{time.time() + 0.3 + warmup_s:.6f}",
+                              "--warmup-s", f"{warmup_s:g}"))
+    assert load.wait(duration_s + warmup_s + 40) == 0, load.log()
     return json.loads(load.stats_file.read_text())
 
 
@@ -230,6 +240,28 @@ def test_open_loop_keeps_sending_and_charges_the_wait_to_the_answer(tmp_path):
     # offered 2 workers' worth: the last answers waited for a queue of about half the requests
     assert max(latencies) > 0.4 * len(requests) * 50
     assert all(r[4] == 200 for r in requests)
+
+
+def test_the_warm_up_ramps_the_load_and_is_not_recorded(tmp_path):
+    """Before time 0 the load grows from nothing to the whole (emulate.run WARMUP_S: pools grow
+    with the load, no burst of handshakes at once): an open-loop client at 200/s over a 2 s
+    warm-up sends about 200 there (half of 400), a closed-loop user joins one after another;
+    none of it is recorded."""
+    app, port = _app(tmp_path, "app", concurrency=50, queue_limit=1000, service_ms=0)
+    try:
+        out = _load(tmp_path, port, [{"model": "open", "rate_per_s": 200},
+                                     {"model": "closed", "users": 4,
+                                      "think_time": _constant(100)}],
+                    duration_s=1, warmup_s=2)
+    finally:
+        stats = app.stop()
+    recorded = len(out["requests"])
+    assert all(r[1] >= 0 for r in out["requests"])
+    open_recorded = sum(1 for r in out["requests"] if r[0] == 0)
+    assert 140 <= open_recorded <= 260  # Poisson(200) in the run's second
+    # closed users: ~10 requests/s each; joining at -2, -1.5, -1, -0.5 s: ~50 in the warm-up
+    warm = stats["served"] - recorded
+    assert 200 + 25 <= warm <= 200 + 60 + 90, (warm, stats)  # ~250; unramped: ~480
 
 
 def test_closed_loop_users_wait_for_their_answer_and_time_out_as_an_outcome(tmp_path):

@@ -101,6 +101,8 @@ def validate(
                   f"{c.emulated:.2f}", c.tolerance,
                   "agrees" if c.agrees else "[bold red]disagrees[/]")
     console.print(t)
+    for note in out.notes:
+        console.print(f"note: {note}")
     console.print(f"validation: {out.files[0]}")
     if not out.agrees:
         raise typer.Exit(1)

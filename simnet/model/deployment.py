@@ -87,7 +87,7 @@ def derive(s: Scenario) -> Deployment:
         need = app.memory_mb + extra
         placed = 0
         for index in range(app.instances):
-            cell = cells.place(need)
+            cell = cells.place(need, app.name)
             if cell is None:
                 break
             try:

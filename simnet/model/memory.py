@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 
 from simnet.data import CALIBRATION_FILE, calibration_text
@@ -61,8 +62,11 @@ NO_PROXY = Footprint(0.0, 0.0)
 
 
 def seed_rule_mb(peak_connections: int) -> int:
-    """The seed's suggested additional allocation: 10 + 0.03*N, rounded to the nearest MB."""
-    return round(SEED_RULE.memory_mb(peak_connections))
+    """The seed's suggested additional allocation: 10 + 0.03*N, rounded to the nearest MB with
+    a half rounded up, as the seed's arithmetic does (Python's ``round`` rounds a half to even:
+    N = 150 would give 14, not 15)."""
+    exact = Decimal(str(SEED_RULE.memory_mb(peak_connections)))
+    return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 @dataclass(frozen=True)

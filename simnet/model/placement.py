@@ -1,14 +1,17 @@
 """Where things are: app instances in containers on cells, their addresses and host ports,
 and what answers at each address.
 
-Diego's rep places each container on the cell with the most free memory that fits and never
-overcommits; Garden hands each container an address and host ports from the cell's pools.
+Diego's auction places each container on the cell it scores lowest, never overcommitting: 1000
+for every instance of the same process already there (anti-affinity), plus the share of the
+cell's memory used once it is placed (so the most free memory wins among the rest); Garden hands
+each container an address and host ports from the cell's pools.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections import Counter
 from dataclasses import dataclass
 
 from simnet.errors import PortRangeExhausted
@@ -86,23 +89,43 @@ def instance_guid(seed: int, app: str, index: int, generation: int = 0) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:24]}"
 
 
+# cloudfoundry/auction auctionrunner/cell.go ScoreForLRP: LocalityOffset per instance of the
+# same process guid on the cell, added to the resource score (a share of the cell, under 1)
+LOCALITY_OFFSET = 1000
+
+
 class Cells:
-    """Cell memory and host ports, handed out without overcommit (the rep never overcommits)."""
+    """Cell memory, the instances of each app on each cell and host ports, handed out without
+    overcommit (the rep never overcommits)."""
 
     def __init__(self, count: int, memory_mb: int):
+        self.memory_mb = memory_mb
         self.free = [memory_mb] * count
+        self.apps: list[Counter] = [Counter() for _ in range(count)]
         self.next_host_port = [HOST_PORT_START] * count
         self.next_container = 0
 
-    def place(self, need_mb: int, avoid: int | None = None) -> int | None:
-        """The cell with the most free memory that fits (Diego's auction spreads load)."""
-        best = None
+    def place(self, need_mb: int, app: str, avoid: int | None = None) -> int | None:
+        """The cell Diego's auction picks for an instance of ``app``: the lowest score among
+        those it fits, LOCALITY_OFFSET per instance of ``app`` already there plus the share of
+        memory used once placed (auctionrunner/cell.go ScoreForLRP, rep's ComputeScore, memory
+        alone here: simnet models no disk or container-count limits); ties to the first."""
+        best, best_score = None, 0.0
         for c, free in enumerate(self.free):
-            if c != avoid and free >= need_mb and (best is None or free > self.free[best]):
-                best = c
+            if c == avoid or free < need_mb:
+                continue
+            score = LOCALITY_OFFSET * self.apps[c][app] + 1 - (free - need_mb) / self.memory_mb
+            if best is None or score < best_score:
+                best, best_score = c, score
         if best is not None:
             self.free[best] -= need_mb
+            self.apps[best][app] += 1
         return best
+
+    def leave(self, cell: int, need_mb: int, app: str) -> None:
+        """An instance of ``app`` leaves ``cell`` (a move): its memory and its place free."""
+        self.free[cell] += need_mb
+        self.apps[cell][app] -= 1
 
     def host_ports(self, cell: int, n: int) -> int:
         start = self.next_host_port[cell]

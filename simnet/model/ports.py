@@ -4,7 +4,10 @@ Reproduces cloudfoundry/executor's proxy port allocation (diego-release docs, "E
 Configuration"): proxy ports come from 61001 upward, clear of service ports (1-32767) and the
 ephemeral range (32768-61000); one per distinct app port, in order, skipping any port the app
 itself asked for and 61443, which is reserved for container-to-container TLS and always fronts
-app port 8080. The Envoy admin API takes the next free port, on 127.0.0.1 only.
+app port 8080. The Envoy admin API takes the first port from 61001 that no mapping uses, on
+127.0.0.1 only: 61443 is skipped there only when the app has 8080 (cloudfoundry/executor
+envoyconfig ``GetAvailablePort`` skips the allocated container and TLS proxy ports, nothing
+else; ``AssignProxyPorts`` skips 61443 always).
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ def proxy_ports(app_ports: Iterable[int]) -> ProxyPorts:
             mappings.append(PortMapping(app, next(free)))
             if app == C2C_APP_PORT:
                 mappings.append(PortMapping(app, C2C_TLS_PORT))
-        admin = next(free)
+        used = taken | {m.proxy for m in mappings}
+        admin = next(p for p in range(PROXY_PORT_START, PROXY_PORT_END) if p not in used)
     except StopIteration:
         raise PortRangeExhausted(
             f"{len(ports)} app ports leave no free proxy port in "
@@ -76,7 +80,11 @@ def instance_ports(
     host_port_start: int = 61008,
     unproxied: bool = True,
 ) -> list[dict[str, int]]:
-    """CF_INSTANCE_PORTS entries for a container, one per distinct app port.
+    """CF_INSTANCE_PORTS entries for a container: one per port mapping, so an app port with
+    two proxy ports (8080: its routable one and the C2C 61443) has two entries, and the C2C
+    one has no ``external_tls_proxy`` (Garden publishes no host port for 61443). Keys in the
+    executor's order, absent ones left out (cloudfoundry/executor depot/containerstore/
+    storenode.go ``portMappingFromContainerInfo``, depot/steps/run_step.go: ``omitempty``).
 
     With unproxied port mappings the cell maps both the app port and its TLS proxy port to
     host ports (``external``, ``external_tls_proxy``); without them only the proxy port is
@@ -90,14 +98,30 @@ def instance_ports(
     external_tls = {app: next(host) for app in ports} if pp else {}
     entries = []
     for app in ports:
-        entry = {"internal": app}
-        if unproxied:
-            entry["external"] = external[app]
-        if pp:
-            entry["internal_tls_proxy"] = pp.proxy_for(app)
-            entry["external_tls_proxy"] = external_tls[app]
-        entries.append(entry)
+        proxies = [m.proxy for m in pp.mappings if m.app == app] if pp else [None]
+        for proxy in proxies:
+            entry = {"external": external[app]} if unproxied else {}
+            entry["internal"] = app
+            if proxy is not None and proxy != C2C_TLS_PORT:
+                entry["external_tls_proxy"] = external_tls[app]
+            if proxy is not None:
+                entry["internal_tls_proxy"] = proxy
+            entries.append(entry)
     return entries
+
+
+def instance_env(entries: list[dict[str, int]], external_ip: str) -> dict[str, str]:
+    """CF_INSTANCE_PORT, CF_INSTANCE_ADDR and CF_INSTANCE_PORTS as the executor sets them
+    (depot/steps/run_step.go): the first mapping's host port, when it has one (not with
+    unproxied port mappings disabled), and every mapping; all empty without mappings."""
+    if not entries:
+        return {"CF_INSTANCE_PORT": "", "CF_INSTANCE_ADDR": "", "CF_INSTANCE_PORTS": "[]"}
+    env = {}
+    if entries[0].get("external"):
+        env["CF_INSTANCE_PORT"] = str(entries[0]["external"])
+        env["CF_INSTANCE_ADDR"] = f"{external_ip}:{entries[0]['external']}"
+    env["CF_INSTANCE_PORTS"] = cf_instance_ports_json(entries)
+    return env
 
 
 def cf_instance_ports_json(entries: list[dict[str, int]]) -> str:

@@ -227,13 +227,15 @@ def _move(s: Scenario, f: MoveFault, victim: Instance, live: list[Instance], cel
           ) -> tuple[Instance | None, Instance | None]:
     """The victim restarts on another cell; another app's new instance takes its old place."""
     app = s.app(f.app)
-    cell = cells.place(app.memory_mb + extra, avoid=victim.cell)
+    cell = cells.place(app.memory_mb + extra, app.name, avoid=victim.cell)
     if cell is None:
         problems.append((("faults", n), "no other cell has room for the moved instance"))
         return None, None
     moved = make_instance(s, app, victim.index, generation, cell, cells, extra)
     other = s.app(f.reused_by)
-    cells.free[victim.cell] += (app.memory_mb + extra) - (other.memory_mb + extra)
+    cells.leave(victim.cell, app.memory_mb + extra, app.name)
+    cells.free[victim.cell] -= other.memory_mb + extra
+    cells.apps[victim.cell][other.name] += 1
     if cells.free[victim.cell] < 0:
         problems.append((("faults", n, "reused_by"), (
             f"app {other.name!r} ({other.memory_mb} MB) does not fit in the place "

@@ -67,14 +67,26 @@ class Verdict(Enum):
 
     @property
     def retriable(self) -> bool:
-        """In gorouter's RetriableClassifiers: another endpoint is tried."""
-        return self not in (Verdict.OK, Verdict.REMOTE_ERROR)
+        """Another endpoint is tried. Every failure of a connection attempt is: gorouter wraps
+        any error before it obtained a connection in ``IncompleteRequestError``, which its
+        retriable classifiers accept, so an alert it does not classify (``certificate unknown``,
+        Envoy's answer to a client certificate that fails its SAN check) is retried too
+        (routing-release gorouter proxy/round_tripper/proxy_round_tripper.go ``isRetriable``:
+        ``!trace.GotConn() || !trace.WroteHeaders()``)."""
+        return self is not Verdict.OK
+
+    @property
+    def failable(self) -> bool:
+        """In FailableClassifiers: where the endpoint is not pruned (a plain one, or a reset
+        connection), round-robin skips it for a while (gorouter route/pool.go EndpointFailed)."""
+        return self.prunable or self is Verdict.CONNECTION_RESET
 
     @property
     def prunable(self) -> bool:
-        """In PrunableClassifiers: a TLS endpoint leaves the pool until re-registered."""
+        """In PrunableClassifiers: a TLS endpoint leaves the pool until re-registered (an
+        unclassified alert is not among them)."""
         return self.retriable and self not in (Verdict.UPSTREAM_CONNECT_FAILURE,
-                                               Verdict.CONNECTION_RESET)
+                                               Verdict.CONNECTION_RESET, Verdict.REMOTE_ERROR)
 
 
 _STATUS = {

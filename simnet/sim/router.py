@@ -3,10 +3,14 @@
 Reproduces routing-release's proxy behaviour: pick an endpoint for the route (round-robin or
 least-connection), reuse an idle keep-alive connection or dial a new one (TCP, then TLS with a
 check that the certificate's SAN is the instance the route names), and on a dial or TLS error
-prune the endpoint and retry another, up to ``max_attempts``; the last error sets the status.
+prune a TLS endpoint (a plain one is marked failed and skipped for 30 s) and retry another, up
+to ``max_attempts``; the last error sets the status.
 The verdict of each new TLS connection is the one derive computed with the handshake model
-(``Deployment.backend_verdicts``); errors gorouter does not classify (an alert such as
-``certificate unknown``) end the request with 502 without a retry.
+(``Deployment.backend_verdicts``); every failed attempt is retried (an alert gorouter does not
+classify, such as ``certificate unknown``, too: it answers 502 once the attempts are spent),
+until every endpoint was tried (gorouter) or ``max_attempts``. A request whose backend
+connection ends before the answer (the instance died) is retried elsewhere: every client
+request is an idempotent GET.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ NO_ENDPOINT = 503
 BAD_GATEWAY = 502  # the load balancer's answer when the router is down or died mid-request
 TIMED_OUT = 2  # beside sidecar.SERVED / OVERFLOW and workers.REFUSED / GONE
 SUCCESS = (OK, None)
+# How long gorouter's round-robin skips an endpoint marked failed: droplet_stale_threshold
+# (120 s) / 4 (gorouter registry/registry.go ``RetryAfterFailure``, route/roundrobin.go
+# ``clearExpiredFailures``)
+RETRY_AFTER_FAILURE_S = 30.0
 
 
 class Router:
@@ -42,7 +50,7 @@ class Router:
     __slots__ = ("env", "net", "metrics", "table", "rr", "pool", "active", "max_attempts",
                  "keep_alive", "max_idle", "least_conn", "verdicts", "r2s", "s2a", "connect",
                  "tls", "weights", "random", "keeps_empty", "up", "generation", "capacity",
-                 "cpu", "max_conns", "timeout_s", "in_progress")
+                 "cpu", "max_conns", "timeout_s", "in_progress", "gorouter", "failed")
 
     def __init__(self, env, net: "Network", routes: dict[str, tuple[Endpoint, ...]], samplers,
                  rng: random.Random | None = None):
@@ -57,6 +65,8 @@ class Router:
         self.weights = dict(net.deployment.weights)
         self.random = (rng or random.Random(0)).random
         self.keeps_empty = net.deployment.platform.keeps_empty_routes
+        self.gorouter = net.deployment.platform.router == "gorouter"
+        self.failed: dict[tuple[str, int], float] = {}  # gorouter: endpoint -> when marked failed
         self.rr: dict[str, int] = {}
         self.pool: dict[tuple[str, int], list] = {}
         # requests in progress per endpoint: gorouter's NumberConnections, which both
@@ -150,6 +160,36 @@ class Router:
         self.rr[key] = start + 1
         return endpoints[start % n]
 
+    def _first_turn(self, n: int) -> int:
+        """Where a pool's round-robin starts: gorouter's at a random index (routing-release
+        gorouter route/pool.go ``NextIndex``: ``p.random.Intn(len(p.endpoints))`` the first
+        time), so routers do not all begin with the same instance."""
+        return int(self.random() * n) if self.gorouter else 0
+
+    def _next_eligible(self, endpoints: tuple[Endpoint, ...], tried, pos: int
+                       ) -> tuple[Endpoint, int]:
+        """gorouter's round-robin from ``pos`` on (route/roundrobin.go ``next``): the first
+        endpoint this request has not tried and not marked failed within RETRY_AFTER_FAILURE_S;
+        when every one is marked, the marks are cleared and the first untried one serves. Where
+        it is next."""
+        n, failed = len(endpoints), self.failed
+        now = self.env.now
+        for clear in (False, True):
+            if clear:  # every endpoint failed: gorouter resets them all to available
+                for e in endpoints:
+                    failed.pop(e.address, None)
+            for k in range(n):
+                ep = endpoints[(pos + k) % n]
+                if tried and ep in tried:
+                    continue
+                marked = failed.get(ep.address)
+                if marked is not None:
+                    if now - marked <= RETRY_AFTER_FAILURE_S:
+                        continue
+                    del failed[ep.address]  # the mark expired (clearExpiredFailures)
+                return ep, pos + k + 1
+        return endpoints[pos % n], pos + 1  # every one tried: the caller has stopped already
+
     def _available(self, key, endpoints: tuple[Endpoint, ...], tried) -> Endpoint | None:
         """An endpoint below ``max_conns`` by the balancing rule, or None when all are at it
         (gorouter's round-robin and least-connection skip overloaded endpoints)."""
@@ -193,18 +233,32 @@ class Router:
             status = NO_ENDPOINT
             cause = "no endpoints"
             active, max_conns = self.active, self.max_conns
+            pos = 0  # gorouter: where this request's round-robin iterator is
             for attempt in range(self.max_attempts):
                 if attempt:
                     endpoints = table.get(host, ())
                     if service:  # Envoy retries within the cluster the route picked
                         endpoints = tuple(e for e in endpoints if e.service == service)
+                    if self.gorouter and tried and all(e in tried for e in endpoints):
+                        # gorouter stops rather than try an endpoint again (routing-release
+                        # gorouter proxy/round_tripper/proxy_round_tripper.go: past
+                        # NumEndpoints attempts, a pick already in triedEndpoints breaks);
+                        # Envoy's previous_hosts predicate gives up its reselections instead
+                        return status, cause
                     metrics.retries += 1
                 if not endpoints:
                     return status, cause
                 if tried is None and not self.least_conn:  # the common case: plain round-robin
-                    i = self.rr.get(key, 0)
+                    i = self.rr.get(key)
+                    if i is None:
+                        i = self._first_turn(len(endpoints))
                     self.rr[key] = i + 1
                     ep = endpoints[i % len(endpoints)]
+                    pos = i + 1
+                    if self.failed and ep.address in self.failed:
+                        ep, pos = self._next_eligible(endpoints, None, i)
+                elif self.gorouter and not self.least_conn:
+                    ep, pos = self._next_eligible(endpoints, tried, pos)
                 else:
                     ep = self._choose(key, endpoints, tried or ())
                 addr = ep.address
@@ -233,8 +287,12 @@ class Router:
                         active[addr] -= 1
                         status = verdict.status
                         cause = _CAUSE.get(verdict) or f"backend TLS ({verdict.value})"
-                        if verdict.prunable:
+                        if verdict.prunable and (ep.tls or not self.gorouter):
+                            # gorouter prunes only TLS endpoints (route/pool.go EndpointFailed:
+                            # route integrity keeps a plain route until it goes stale)
                             self._prune(host, ep)
+                        elif self.gorouter and verdict.failable:  # skipped for a while instead
+                            self.failed[addr] = env.now
                         if not verdict.retriable:
                             return status, cause
                         tried = (tried or []) + [ep]
@@ -249,7 +307,11 @@ class Router:
                     metrics.misdelivered_per_bin[metrics.bin_of(env.now)] += 1
                 inner = self.s2a() + extra["sidecar_to_app"]
                 metrics.network_s += 2 * inner + out + upstream_s
-                back = upstream_s + out + inner
+                # the answer's way back to the router: the connection is free once it is
+                # read, before the client has it (gorouter's reverse proxy returns it to the
+                # pool when the backend's body is read; found by the twin: held until the
+                # client had the answer, the sidecars' peak connections were 1.6x the real)
+                back = out + inner
                 if self.timeout_s is None:
                     served = yield from sc.serve(out_cpu, inner, sc.service(), epoch, back, proxied)
                 else:
@@ -270,12 +332,19 @@ class Router:
                     sc.close(env.now, epoch, proxied)
                     return BAD_GATEWAY, "router endpoint timeout"
                 if served == GONE or not (sc.alive and sc.epoch == epoch):
-                    return Verdict.DIAL_FAILED.status, "instance died mid-request"
+                    # the connection ended before an answer: an idempotent request's EOF is
+                    # retried on another endpoint, the endpoint is not pruned (routing-release
+                    # gorouter proxy/round_tripper isRetriable: IdempotentRequestEOFError)
+                    status, cause = Verdict.DIAL_FAILED.status, "instance died mid-request"
+                    tried = (tried or []) + [ep]
+                    continue
                 if self.generation != generation:  # the router restarted while serving this
                     sc.close(env.now, epoch, proxied)
                     return BAD_GATEWAY, "router restarted mid-request"
                 self._reuse(idle, conn, sc, epoch)
-                metrics.served[host, sc.app] += 1
+                app = sc.app
+                yield env.timeout(upstream_s)  # the answer's way on to the client
+                metrics.served[host, app] += 1
                 return SUCCESS
             return status, cause
         finally:

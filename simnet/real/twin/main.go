@@ -353,9 +353,13 @@ var (
 	untrusted     = verdict{"untrusted_cert", 526, "backend TLS (untrusted_cert)", true, true}
 	certRejected  = verdict{"client_cert_rejected", 496, "backend TLS (client_cert_rejected)", true, true}
 	handshakeFail = verdict{"handshake_failure", 525, "backend TLS (handshake_failure)", true, true}
-	remoteError   = verdict{"remote_error", 502, "backend TLS (remote_error)", false, false}
-	// the backend closed the connection before answering (gorouter's IdempotentRequestEOF)
-	backendClosed   = verdict{"connection_reset", 502, "backend closed the connection", true, false}
+	// an alert gorouter does not classify: retried all the same, as any error before a
+	// connection was obtained is (IncompleteRequestError), never pruned
+	remoteError = verdict{"remote_error", 502, "backend TLS (remote_error)", true, false}
+	// the backend closed the connection before answering (gorouter's IdempotentRequestEOF),
+	// or reset it (ConnectionResetOnRead: failable, the endpoint marked failed)
+	backendClosed   = verdict{"backend_closed", 502, "backend closed the connection", true, false}
+	connReset       = verdict{"connection_reset", 502, "backend reset the connection", true, false}
 	endpointTimeout = verdict{"endpoint_timeout", 502, "router endpoint timeout", false, false}
 )
 
@@ -432,8 +436,13 @@ type Router struct {
 	table   map[string][]endpoint
 	rr      map[string]int
 	backend map[endpoint]*backend
+	failed  map[endpoint]time.Time // marked failed, skipped by round-robin for retryAfterFailure
 	stats   routerStats
 }
+
+// retryAfterFailure: how long round-robin skips an endpoint marked failed, gorouter's
+// droplet_stale_threshold (120 s) / 4 (registry/registry.go, route/roundrobin.go).
+const retryAfterFailure = 30 * time.Second
 
 func (r *Router) load() {
 	var table map[string][]endpoint
@@ -496,48 +505,69 @@ func (r *Router) transport(ep endpoint) *http.Transport {
 }
 
 // choose picks an endpoint by the balancing rule among those not tried and below max_conns;
-// nil when every endpoint is at max_conns (503 Connection Limit Reached).
-func (r *Router) choose(host string, endpoints []endpoint, tried map[endpoint]bool) (endpoint, *backend, bool) {
+// nil when every endpoint is at max_conns (503 Connection Limit Reached). Round-robin is
+// gorouter's: the pool's turn starts at a random index and is taken once per request (route/
+// pool.go NextIndex), a retry goes on from the request's own place, `pos` (route/roundrobin.go).
+func (r *Router) choose(host string, endpoints []endpoint, tried map[endpoint]bool, pos *int) (endpoint, *backend, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	open := make([]endpoint, 0, len(endpoints))
-	for _, e := range endpoints {
-		b := r.backendOf(e)
-		if r.cfg.MaxConns == 0 || b.active < r.cfg.MaxConns {
-			open = append(open, e)
-		}
+	open := func(e endpoint) bool {
+		return r.cfg.MaxConns == 0 || r.backendOf(e).active < r.cfg.MaxConns
 	}
-	if len(open) == 0 {
-		return endpoint{}, nil, false
-	}
-	fresh := make([]endpoint, 0, len(open))
-	for _, e := range open {
-		if !tried[e] {
-			fresh = append(fresh, e)
-		}
-	}
-	if len(fresh) == 0 {
-		fresh = open
-	}
+	active := func(e endpoint) int { return r.backendOf(e).active }
 	var ep endpoint
+	found := false
 	if r.cfg.Balancing == "least-connection" {
-		ep = fresh[0]
-		for _, e := range fresh[1:] {
-			if r.backend[e].active < r.backend[ep].active {
-				ep = e
+		for _, e := range endpoints {
+			if !tried[e] && open(e) && (!found || active(e) < active(ep)) {
+				ep, found = e, true
 			}
 		}
 	} else {
-		i, ok := r.rr[host]
-		if !ok {
-			i = r.rng.intn(len(endpoints))
+		start := *pos
+		if len(tried) == 0 {
+			i, ok := r.rr[host]
+			if !ok {
+				i = r.rng.intn(len(endpoints))
+			}
+			r.rr[host] = i + 1
+			start = i
 		}
-		r.rr[host] = i + 1
-		ep = fresh[i%len(fresh)]
+		// the first endpoint not tried, below max_conns and not marked failed; when every
+		// one is marked, the marks are cleared (route/roundrobin.go next)
+		for clear := 0; clear < 2 && !found; clear++ {
+			if clear == 1 {
+				for _, e := range endpoints {
+					delete(r.failed, e)
+				}
+			}
+			for k := 0; k < len(endpoints) && !found; k++ {
+				e := endpoints[(start+k)%len(endpoints)]
+				if at, marked := r.failed[e]; !tried[e] && open(e) &&
+					(!marked || time.Since(at) > retryAfterFailure) {
+					ep, found, *pos = e, true, start+k+1
+				}
+			}
+		}
 	}
-	b := r.backend[ep]
+	if !found {
+		return endpoint{}, nil, false
+	}
+	b := r.backendOf(ep)
 	b.active++
 	return ep, b, true
+}
+
+// allTried: whether the request has tried every endpoint of the pool; gorouter then stops
+// rather than try one again (proxy/round_tripper/proxy_round_tripper.go: past NumEndpoints
+// attempts, a pick already in triedEndpoints breaks the loop).
+func allTried(endpoints []endpoint, tried map[endpoint]bool) bool {
+	for _, e := range endpoints {
+		if !tried[e] {
+			return false
+		}
+	}
+	return true
 }
 
 func (r *Router) backendOf(e endpoint) *backend {
@@ -642,15 +672,19 @@ func (r *Router) route(req *http.Request, body []byte, t *timing) (int, string, 
 	}
 	status, cause := 503, "no endpoints"
 	tried := map[endpoint]bool{}
+	pos := 0
 	for attempt := 0; attempt < r.cfg.MaxAttempts; attempt++ {
 		if attempt > 0 {
 			endpoints, _ = r.endpoints(host)
+			if allTried(endpoints, tried) && len(endpoints) > 0 {
+				return status, cause, nil
+			}
 			r.count(func(s *routerStats) { s.Retries++ })
 		}
 		if len(endpoints) == 0 {
 			return status, cause, nil
 		}
-		ep, b, ok := r.choose(host, endpoints, tried)
+		ep, b, ok := r.choose(host, endpoints, tried, &pos)
 		if !ok {
 			return 503, "connection limit reached", nil
 		}
@@ -669,6 +703,10 @@ func (r *Router) route(req *http.Request, body []byte, t *timing) (int, string, 
 		r.count(func(s *routerStats) { s.Failures[v.name]++ })
 		if v.prunable && ep.TLS {
 			r.prune(host, ep)
+		} else if v.prunable || v.name == connReset.name { // FailableClassifiers
+			r.mu.Lock()
+			r.failed[ep] = time.Now()
+			r.mu.Unlock()
 		}
 		if !v.retriable {
 			return status, cause, nil
@@ -719,20 +757,19 @@ func classify(err error) verdict {
 	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
 		return endpointTimeout
 	}
+	if errors.Is(err, syscall.ECONNRESET) {
+		return connReset
+	}
 	return backendClosed
 }
 
-// reset starts the run at time 0, after the load generator's warm-up: the counters zeroed
-// and the idle connections closed, so the run's pools are its own (the warm-up's cold start
-// opens more connections than a foundation already serving holds).
+// reset starts the run at time 0, after the load generator's warm-up: the counters zeroed;
+// the pools are those the warm-up's ramp built.
 func (r *Router) reset() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.stats = routerStats{Reloads: r.stats.Reloads, Causes: map[string]int{},
 		Failures: map[string]int{}, Outcomes: map[string]int{}}
-	for _, b := range r.backend {
-		b.transport.CloseIdleConnections()
-	}
 }
 
 func (r *Router) snapshot() routerStats {
@@ -748,7 +785,7 @@ func runRouter(configPath, statsPath string) {
 		cfg.MaxAttempts = 1
 	}
 	r := &Router{cfg: cfg, rng: newSource(cfg.Seed), rr: map[string]int{},
-		backend: map[endpoint]*backend{},
+		backend: map[endpoint]*backend{}, failed: map[endpoint]time.Time{},
 		stats: routerStats{Causes: map[string]int{}, Failures: map[string]int{},
 			Outcomes: map[string]int{}}}
 	r.roots = x509.NewCertPool()
@@ -919,6 +956,18 @@ func (l *Load) begin(c *clientConfig) float64 {
 	return c.StartS
 }
 
+// ramp is the share of a client's load sent at time t: during the warm-up it grows from 0 to
+// the whole, so the routers' pools and the sidecars' connections grow as the load does, as in
+// a foundation already serving, with no burst of handshakes at once (which two cores
+// serialize: the stall then holds more requests, and so more connections, than the load
+// itself would).
+func (l *Load) ramp(t float64) float64 {
+	if t >= 0 || l.warmup <= 0 {
+		return 1
+	}
+	return (t + l.warmup) / l.warmup
+}
+
 func (l *Load) sleepUntil(s float64) {
 	if d := time.Until(l.t0.Add(time.Duration(s * float64(time.Second)))); d > 0 {
 		time.Sleep(d)
@@ -935,6 +984,9 @@ func (l *Load) open(n int, c *clientConfig) {
 		t += rng.exp() / c.RatePerS
 		if t >= end {
 			return
+		}
+		if t < 0 && rng.float() >= l.ramp(t) { // thinning: Poisson at the ramped rate
+			continue
 		}
 		l.sleepUntil(t)
 		l.wg.Add(1)
@@ -955,7 +1007,11 @@ func (l *Load) closed(n int, c *clientConfig) {
 			defer l.wg.Done()
 			rng := newSource(l.cfg.Seed + int64(n)*7919 + int64(u+1)*104729)
 			client := l.httpClient(c, 1)
-			l.sleepUntil(l.begin(c))
+			begin := l.begin(c)
+			if begin < 0 { // the users join one after another over the warm-up
+				begin += l.warmup * float64(u) / float64(c.Users)
+			}
+			l.sleepUntil(begin)
 			for {
 				now := time.Since(l.t0).Seconds()
 				if now >= end {
