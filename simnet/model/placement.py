@@ -118,9 +118,14 @@ class Cells:
             if best is None or score < best_score:
                 best, best_score = c, score
         if best is not None:
-            self.free[best] -= need_mb
-            self.apps[best][app] += 1
+            self.take(best, need_mb, app)
         return best
+
+    def take(self, cell: int, need_mb: int, app: str) -> None:
+        """An instance of ``app`` takes its memory and its place on ``cell`` (``free`` may go
+        below zero: the caller reports that it did not fit)."""
+        self.free[cell] -= need_mb
+        self.apps[cell][app] += 1
 
     def leave(self, cell: int, need_mb: int, app: str) -> None:
         """An instance of ``app`` leaves ``cell`` (a move): its memory and its place free."""

@@ -234,8 +234,7 @@ def _move(s: Scenario, f: MoveFault, victim: Instance, live: list[Instance], cel
     moved = make_instance(s, app, victim.index, generation, cell, cells, extra)
     other = s.app(f.reused_by)
     cells.leave(victim.cell, app.memory_mb + extra, app.name)
-    cells.free[victim.cell] -= other.memory_mb + extra
-    cells.apps[victim.cell][other.name] += 1
+    cells.take(victim.cell, other.memory_mb + extra, other.name)
     if cells.free[victim.cell] < 0:
         problems.append((("faults", n, "reused_by"), (
             f"app {other.name!r} ({other.memory_mb} MB) does not fit in the place "
