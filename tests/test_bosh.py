@@ -56,9 +56,8 @@ def test_sample_manifest_pilot_view():
         Cluster(f"out.{BANANA}|other-http", BANANA, 9002,
                 (("198.19.0.6", 9002), ("198.19.0.7", 9002), ("198.19.0.8", 9002))))
     assert view.redirect_rule.splitlines() == [
-        "* nat", "-N BOSHY_VIP", "-A OUTPUT -d 169.254.255.0/24 -p tcp -j BOSHY_VIP",
-        "-A BOSHY_VIP -m owner --uid-owner 1337 -j RETURN",
-        "-A BOSHY_VIP -p tcp -j REDIRECT --to-ports 15001", "COMMIT"]
+        "* nat", "-F OUTPUT", "-A OUTPUT -d 169.254.255.0/24 -p tcp -j REDIRECT --to-ports 15001",
+        "COMMIT"]
 
 
 def test_address_plan_is_overridable_and_bounded():
@@ -213,7 +212,7 @@ def test_bosh_pilot_cli_table():
     result = runner.invoke(app, ["bosh", "pilot", str(SAMPLE)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert BANANA in result.stdout and "tcp_169.254.255.2_9002" in result.stdout
-    assert "198.19.0.8:9002" in result.stdout and "-j BOSHY_VIP" in result.stdout
+    assert "198.19.0.8:9002" in result.stdout and "-F OUTPUT" in result.stdout
 
 
 # --- property: generated manifests --------------------------------------------------------------

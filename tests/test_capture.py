@@ -333,20 +333,33 @@ def test_more_names_than_vips_is_an_error():
         boshy_vips(["Not A Name"])
 
 
-@given(st.integers(1, 65535), st.integers(0, 2**32 - 1))
-def test_vip_rule_exempts_the_proxy_before_redirecting(port, uid):
-    (block,) = parse_restore(bosh_vip_rules(port, uid))
+@given(st.integers(1, 65535))
+def test_vip_rule_is_the_prototypes_flush_then_redirect(port):
+    """rosenhouse/boshy-istio-release jobs/bosh-envoy/templates/pre-start.sh.erb:
+    ``iptables -t nat -F OUTPUT`` then ``-A OUTPUT -d <vip cidr> -p tcp -j REDIRECT
+    --to-port 15001``: no chain of its own, no uid exception."""
+    text = bosh_vip_rules(port)
+    (block,) = parse_restore(text)
     table, declared, rules = block
-    assert table == "nat"
-    jumps = [w for w in rules if w[1] == "OUTPUT"]
-    assert len(jumps) == 1 and jumps[0][jumps[0].index("-d") + 1] == BOSH_VIP_CIDR and "tcp" in jumps[0]
-    chain = jumps[0][-1]
-    assert chain in declared
-    own = [" ".join(w[2:]) for w in rules if w[1] == chain]
-    assert own == [f"-m owner --uid-owner {uid} -j RETURN", f"-p tcp -j REDIRECT --to-ports {port}"]
+    assert table == "nat" and not declared
+    assert [" ".join(w) for w in rules] == [
+        "-F OUTPUT", f"-A OUTPUT -d {BOSH_VIP_CIDR} -p tcp -j REDIRECT --to-ports {port}"]
 
 
-@pytest.mark.parametrize("args", [(0, 1337), (15001, -1), (15001, 1337, "fe80::/64"), (True, 1)])
+def test_the_vip_rule_flushes_what_else_nat_output_held():
+    """Loaded over a VM whose nat OUTPUT already has a rule, the flush leaves only the VIP
+    redirect, as the prototype's pre-start does to the VM."""
+    from simnet.model.netfilter.parse import load, parse
+    from simnet.model.netfilter.ruleset import Ruleset
+
+    before = load("* nat\n-A OUTPUT -d 10.0.0.0/8 -p tcp -j REDIRECT --to-ports 9\nCOMMIT\n")
+    after = Ruleset.from_script(parse(bosh_vip_rules()), base=before)
+    assert [" ".join(r.tokens()) for r in after.chain("nat", "OUTPUT").rules] == [
+        f"-d {BOSH_VIP_CIDR} -p tcp -j REDIRECT --to-ports 15001"]
+    assert len(before.chain("nat", "OUTPUT").rules) == 1
+
+
+@pytest.mark.parametrize("args", [(0,), (True,), (15001, "fe80::/64"), (70000,)])
 def test_bad_vip_rule_arguments_are_problems(args):
     with pytest.raises(SimnetError):
         bosh_vip_rules(*args)

@@ -44,6 +44,10 @@ def test_router_config_carries_the_derived_router_capacity(default):
     assert {h: [e["address"] for e in eps] for h, eps in table.items()} == {
         h: [f"{e.address[0]}:{e.address[1]}" for e in eps] for h, eps in d.routes.items()}
     assert all(e["tls"] for eps in table.values() for e in eps)  # backend TLS is on
+    assert (c["cert_file"], c["key_file"]) == ("", "")  # no router.backends.cert_chain
+    with_cert = plan.router_config(d, 1, listen="198.19.255.2", routes_file="r", ca_file="ca",
+                                   client_cert=("r.crt", "r.key"))
+    assert (with_cert["cert_file"], with_cert["key_file"]) == ("r.crt", "r.key")
 
 
 def test_scaled_cuts_the_run_and_scales_every_client(default):

@@ -122,6 +122,38 @@ def test_without_backend_tls_the_stale_route_delivers_to_the_wrong_app():
     assert simulate(d).misdelivered > 0
 
 
+def test_the_routers_client_certificate_is_what_envoy_requires_as_simulated():
+    """Sidecars that require client certificates (the executor's
+    require_and_verify_client_certificates) from router-ca: routers holding gorouter's
+    router.backends.cert_chain from that CA are served; without it the real Envoy refuses the
+    handshake (TLS 1.3: certificate_required after the client's handshake, which gorouter's
+    RemoteFailedCertCheck classifies as 496 and prunes), as the simulator says."""
+    s, _ = load(bundled("sidecar-buildpack"))
+    s = scaled(s, duration_s=3.0)
+    proxy = s.proxy.model_copy(update={"require_and_verify_client_certificates": True,
+                                       "trusted_ca_certificates": ["router-ca"]})
+    outcomes = {}
+    for client_cert in ({"ca": "router-ca"}, None):
+        backends = s.routers.backends.model_validate(
+            {**s.routers.backends.model_dump(), "client_cert": client_cert})
+        d = derive(s.model_copy(update={"proxy": proxy, "routers": s.routers.model_copy(
+            update={"backends": backends})}))
+        observed = emulate(d)
+        m = metrics_of(d, observed)
+        failed = {v for r in observed.routers for v in r["warmup"]["failures"]}
+        outcomes[client_cert is not None] = (set(m.outcomes), set(simulate(d).outcomes), failed)
+    assert outcomes[True] == ({200}, {200}, set())
+    emulated, simulated, failed = outcomes[False]
+    # The twin's warm-up met the refusals and pruned every endpoint (PrunableClassifiers), so
+    # its measured answers are the empty pool's 503; the simulator's pools start cold at time 0
+    # and answer 496 first, then 503.
+    # Envoy's alert and its close race Go's transport: an attempt may see the connection closed
+    # instead (gorouter uses the same transport), never another verdict.
+    assert "client_cert_rejected" in failed
+    assert failed <= {"client_cert_rejected", "backend_closed", "connection_reset"}
+    assert emulated == {503} and simulated == {496, 503}
+
+
 def test_ctrl_c_in_the_middle_of_an_emulation_leaves_nothing_behind(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "simnet", "emulate", "--duration", "20", "--reports", str(tmp_path)],

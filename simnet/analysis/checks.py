@@ -97,7 +97,8 @@ def _envoy_ports(inst) -> dict[int, str]:
 
 def uid_findings(d: Deployment) -> Iterator[ScenarioFinding]:
     """An app whose outbound connections the capture rules let through while another uid's
-    are captured: Istio's and the BOSH prototype's rules exempt the proxy's own uid (1337)."""
+    are captured: Istio's rules exempt the proxy's own uid (1337); the BOSH add-on's rule,
+    traced the same way, exempts none."""
     s = d.scenario
     if isinstance(d.platform, Diego):
         return  # Diego captures no outbound traffic, whatever the uid
@@ -261,8 +262,18 @@ def retry_findings(d: Deployment) -> Iterator[ScenarioFinding]:
             "capacity": f"{load.capacity_per_s:,.0f}"})
 
 
+def flush_findings(d: Deployment) -> Iterator[ScenarioFinding]:
+    """The BOSH prototype's capture begins with a flush of nat OUTPUT: the rules it loads (the
+    platform's, from ``capture_rules``) say so themselves."""
+    if not isinstance(d.platform, Bosh) or not d.scenario.proxy.enabled:
+        return
+    rules = d.platform.capture_rules(d.scenario, None).text
+    if any(line.split()[:2] == ["-F", "OUTPUT"] for line in rules.splitlines()):
+        yield ScenarioFinding("SIM0017", ("platform",), {})
+
+
 DERIVED_CHECKS: tuple[Callable[[Deployment], Iterator[ScenarioFinding]], ...] = (
     port_findings, uid_findings, bypass_findings, memory_findings, rule_findings,
-    capacity_findings, connection_limit_findings, retry_findings)
+    capacity_findings, connection_limit_findings, retry_findings, flush_findings)
 
 __all__ = ["DERIVED_CHECKS", "ScenarioFinding", "scenario_findings"]

@@ -58,10 +58,14 @@ def _endpoint(e: Endpoint) -> dict:
             "tls": e.tls}
 
 
-def router_config(d: Deployment, k: int, *, listen: str, routes_file: str, ca_file: str) -> dict:
-    """Router ``k``: gorouter's settings from the scenario, limits from ``Deployment.router``."""
+def router_config(d: Deployment, k: int, *, listen: str, routes_file: str, ca_file: str,
+                  client_cert: tuple[str, str] | None = None) -> dict:
+    """Router ``k``: gorouter's settings from the scenario, limits from ``Deployment.router``,
+    and its client certificate files (``router.backends.cert_chain``), if it has one."""
     s, cap = d.scenario, d.router
+    cert_file, key_file = client_cert or ("", "")
     return {"listen": f"{listen}:{ROUTER_PORT}", "routes_file": routes_file, "ca_file": ca_file,
+            "cert_file": cert_file, "key_file": key_file,
             "max_attempts": s.routers.max_attempts, "keep_alive": s.routers.keep_alive_to_backends,
             "max_idle_conns_per_backend": s.routers.max_idle_conns_per_backend,
             "max_conns": cap.max_conns, "dial_timeout_ms": round(cap.dial_timeout_s * 1000),

@@ -98,6 +98,7 @@ class Emulation:
         self._load: TwinProcess | None = None
         self._net: Foundation | None = None  # while running
         self._ca = ""  # the routers' trusted CA file, once realized
+        self._client_cert: tuple[str, str] | None = None  # and their client certificate's files
         self.not_applied: list[str] = []
         self.late: list[str] = []
         self._lock = threading.Lock()
@@ -190,7 +191,8 @@ class Emulation:
         ns = self._net.router_ns[k]
         self.routers[k] = TwinProcess(self.binary, "router", plan.router_config(
             self.d, k, listen=router_ip(k), routes_file=str(self.routes_file),
-            ca_file=self._ca), self.directory, f"router-{k}-{len(self.router_stats[k])}",
+            ca_file=self._ca, client_cert=self._client_cert), self.directory,
+            f"router-{k}-{len(self.router_stats[k])}",
             namespace=ns, extra=self._extras_flag())
 
     def stop_router(self, k: int) -> None:
@@ -262,6 +264,7 @@ class Emulation:
             self.write_routes()
             self._net = net
             self._ca = real.ca_file(s.routers.backends.trusted_ca or s.cells.instance_identity_ca)
+            self._client_cert = real.router_client_files()
             self.routers = [None] * s.routers.count
             self.router_stats = [[] for _ in range(s.routers.count)]
             stack.callback(lambda: [r.kill() for r in self.routers if r is not None])
@@ -380,14 +383,12 @@ class Emulation:
 
 def merged(runs: list[dict], maxima: tuple[str, ...] = ()) -> dict:
     """One router's or app's stats over its processes (a restart starts a new one): counters
-    summed (also inside maps of counters), ``maxima`` the largest."""
+    summed (also inside maps of counters and the warm-up's stats), ``maxima`` the largest."""
     out: dict = {}
     for stats in runs:
         for key, value in stats.items():
             if isinstance(value, dict):
-                into = out.setdefault(key, {})
-                for k, v in value.items():
-                    into[k] = into.get(k, 0) + v
+                out[key] = merged([out.get(key, {}), value], maxima)
             elif key in maxima:
                 out[key] = max(out.get(key, value), value)
             elif isinstance(value, (int, float)):

@@ -69,7 +69,6 @@ def istio_capture(config: IstioConfig) -> IstioCapture:
 # --- BOSH + Istio prototype (seed 003) ---------------------------------------------------------
 
 BOSH_VIP_CIDR = "169.254.255.0/24"
-BOSH_VIP_CHAIN = "BOSHY_VIP"
 BOSHY_SUFFIX = ".boshy"
 _DNS_NAME = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
@@ -107,28 +106,23 @@ def boshy_vips(names: Iterable[str], *, vip_cidr: str = BOSH_VIP_CIDR) -> dict[s
     return {name: str(ip) for name, ip in zip(wanted, hosts)}
 
 
-def bosh_vip_rules(proxy_port: int = 15001, proxy_uid: int = 1337, vip_cidr: str = BOSH_VIP_CIDR) -> str:
-    """The prototype's egress rule: TCP from this VM to a ``.boshy`` virtual IP is
-    redirected into the local Envoy's outbound listener, which load-balances over the
-    instances behind the name (seed 003, "DNAT rule for egress directs all VIP connections
-    into local Envoy proxy").
-
-    REDIRECT is the DNAT to the local address the seed describes. The rules live in their
-    own chain, jumped to from nat OUTPUT for the VIP range only, and the proxy's uid returns
-    first so Envoy's own connections are never looped back into itself (simnet's additions,
-    see docs/capture.md: the seed says nothing about either).
+def bosh_vip_rules(proxy_port: int = 15001, vip_cidr: str = BOSH_VIP_CIDR) -> str:
+    """The prototype's egress rule as its bosh-envoy job's pre-start installs it on every VM
+    (rosenhouse/boshy-istio-release jobs/bosh-envoy/templates/pre-start.sh.erb): nat OUTPUT
+    flushed (``iptables -t nat -F OUTPUT``, "TODO: make this not a total hack"), then TCP to the
+    VIP range redirected into the local Envoy's outbound listener, which load-balances over the
+    instances behind the name (seed 003, "DNAT rule for egress directs all VIP connections into
+    local Envoy proxy"). No uid is exempt: Envoy's own upstream connections go to the instances'
+    real addresses, never to a VIP. The flush wipes whatever else the VM had in nat OUTPUT
+    (``simnet analyze``: SIM0017).
     """
     if not isinstance(proxy_port, int) or isinstance(proxy_port, bool) or not 1 <= proxy_port <= 65535:
         raise _bosh_problem("proxy_port", f"{proxy_port!r} is not a port number (1-65535)")
-    if not isinstance(proxy_uid, int) or isinstance(proxy_uid, bool) or not 0 <= proxy_uid < 2**32:
-        raise _bosh_problem("proxy_uid", f"{proxy_uid!r} is not a uid")
     net = _vip_network(vip_cidr)
     return "".join(f"{line}\n" for line in (
         "* nat",
-        f"-N {BOSH_VIP_CHAIN}",
-        f"-A OUTPUT -d {net} -p tcp -j {BOSH_VIP_CHAIN}",
-        f"-A {BOSH_VIP_CHAIN} -m owner --uid-owner {proxy_uid} -j RETURN",
-        f"-A {BOSH_VIP_CHAIN} -p tcp -j REDIRECT --to-ports {proxy_port}",
+        "-F OUTPUT",
+        f"-A OUTPUT -d {net} -p tcp -j REDIRECT --to-ports {proxy_port}",
         "COMMIT",
     ))
 

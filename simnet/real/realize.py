@@ -67,6 +67,17 @@ class Realization:
             path.write_bytes(pki.cert_pem(self.authorities[name]))
         return str(path)
 
+    def router_client_files(self) -> tuple[str, str] | None:
+        """gorouter's ``router.backends.cert_chain`` as files (certificate, key): issued by the
+        CA the scenario names for it, with its SAN; None when the routers have none."""
+        client_cert = self.deployment.scenario.routers.backends.client_cert
+        if client_cert is None:
+            return None
+        now = datetime.now(timezone.utc) - timedelta(minutes=1)
+        pair = pki.client_certificate(self.authorities[client_cert.ca], "gorouter",
+                                      client_cert.san, now=now)
+        return write_credential(self.directory, "router-client", pair)
+
     def validate(self) -> int:
         """``envoy --mode validate`` on each distinct bootstrap shape (instances with the same
         app ports have the same listeners); raises ``EnvoyError`` with Envoy's complaint.
@@ -154,7 +165,9 @@ def realize(deployment: Deployment, directory: Path | None = None, *,
     directory = Path(tempfile.mkdtemp(prefix="simnet-realize-")) if owned else Path(directory)
     try:
         now = now or datetime.now(timezone.utc) - timedelta(minutes=1)
-        names = {s.cells.instance_identity_ca, *s.proxy.trusted_ca_certificates}
+        client_cert = s.routers.backends.client_cert
+        names = {s.cells.instance_identity_ca, *s.proxy.trusted_ca_certificates,
+                 *([client_cert.ca] if client_cert else [])}
         cas = {name: pki.make_ca(name, now=now) for name in sorted(names)}
         trusted = None
         if s.proxy.trusted_ca_certificates:

@@ -425,6 +425,7 @@ type routerStats struct {
 	Causes            map[string]int `json:"causes"`   // of the answers that failed
 	Failures          map[string]int `json:"failures"` // every failed attempt, by verdict
 	Outcomes          map[string]int `json:"outcomes"`
+	Warmup            *routerStats   `json:"warmup,omitempty"` // the counters reset at time 0
 }
 
 type Router struct {
@@ -748,11 +749,17 @@ func (r *Router) attempt(b *backend, ep endpoint, req *http.Request, body []byte
 }
 
 // classify names an attempt's error as gorouter does: the dial's and handshake's own verdicts;
-// the endpoint timeout; anything else is the backend closing the connection unanswered.
+// a TLS alert whenever it arrives (gorouter's classifiers test the error chain, and under TLS 1.3
+// Envoy's "certificate required" comes after the client's handshake, on the first read); the
+// endpoint timeout; anything else is the backend closing the connection unanswered.
 func classify(err error) verdict {
 	var de *dialError
+	var op *net.OpError
 	if errors.As(err, &de) {
 		return de.v
+	}
+	if errors.As(err, &op) && op.Op == "remote error" {
+		return handshakeVerdict(err)
 	}
 	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
 		return endpointTimeout
@@ -768,8 +775,9 @@ func classify(err error) verdict {
 func (r *Router) reset() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	warmup := r.stats
 	r.stats = routerStats{Reloads: r.stats.Reloads, Causes: map[string]int{},
-		Failures: map[string]int{}, Outcomes: map[string]int{}}
+		Failures: map[string]int{}, Outcomes: map[string]int{}, Warmup: &warmup}
 }
 
 func (r *Router) snapshot() routerStats {
