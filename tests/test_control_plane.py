@@ -208,7 +208,7 @@ apps:
 routes: [{{host: a.example.com, app: a}}, {{host: b.example.com, app: b}}]
 routers: {{route_propagation_delay_s: 2, backends: {{trusted_ca: ca, client_cert: {{ca: ca}}}}}}
 clients: [{{host: a.example.com, rate_per_s: 300}}]
-faults: [{{kind: move, at_s: 3, app: a, instance: 1, reused_by: b}}]
+faults: [{{kind: move, at_s: 3, app: a, instance: 1, reused_by: b, reuse_address: true}}]
 """
 
 

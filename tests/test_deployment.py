@@ -5,9 +5,10 @@ from collections import Counter
 import pytest
 from hypothesis import given
 
-from simnet.errors import SimnetError
+from simnet.errors import PortRangeExhausted, SimnetError
 from simnet.model.deployment import DeriveError, derive
 from simnet.model.memory import recommended_allocation_mb, seed_rule_mb
+from simnet.model.placement import Cells
 from simnet.lenses import load_and_derive
 from simnet.scenario.load import load_text
 from simnet.strategies.scenarios import scenarios
@@ -114,16 +115,49 @@ routes: [{host: a.example.com, app: a, port: 9999}]
     assert entry["internal_tls_proxy"] == 61002 and entry["external_tls_proxy"] == ep.address[1]
 
 
-def test_move_reuses_the_address_for_another_app():
-    s, _ = load_text("""
+MOVED = """
 name: t
 cells: {count: 2, memory_mb: 2048}
 apps: [{name: a, instances: 2}, {name: b}]
 routes: [{host: a.example.com, app: a}, {host: b.example.com, app: b}]
 routers: {route_propagation_delay_s: 2}
-faults: [{kind: move, at_s: 1, app: a, instance: 0, reused_by: b}]
-""")
-    d = derive(s)
+faults: [{kind: move, at_s: 1, app: a, instance: 0, reused_by: b, reuse_address: %s}]
+"""
+
+
+def test_a_moved_instances_place_goes_to_a_newcomer_with_the_pools_next_address():
+    """Garden's port pool is FIFO (guardian kawasaki/ports/pool.go: Acquire takes the front,
+    Release appends), and silk's host-local IPAM goes on from the last reserved address
+    (containernetworking/plugins allocator.go GetIter): the newcomer in the victim's place
+    gets ports and an address never used, and nothing listens at the victim's old address."""
+    d = derive(load_text(MOVED % "false")[0])
+    victim = d.routes["a.example.com"][0]
+    old = d.instance(victim.guid)
+    newcomer = d.instance(d.events[1].guid)
+    assert newcomer.app == "b" and newcomer.cell == old.cell
+    assert newcomer.container_ip != old.container_ip
+    assert not set(newcomer.host_ports.values()) & set(old.host_ports.values())
+    on_cell = [i for i in d.instances if i.cell == old.cell and i is not newcomer]
+    assert min(newcomer.host_ports.values()) > max(p for i in on_cell for p in i.host_ports.values())
+    assert victim.address not in dict(d.listeners[newcomer.guid])
+    entries = {e["external_tls_proxy"] for e in newcomer.cf_instance_ports if "external_tls_proxy" in e}
+    assert entries <= set(newcomer.host_ports.values())
+
+
+def test_garden_hands_out_released_host_ports_after_the_never_used_ones():
+    cells = Cells(1, 1024)
+    first = cells.host_ports(0, 3)
+    assert first == [61001, 61002, 61003]
+    cells.release(0, [61002])
+    assert cells.host_ports(0, 4531) == list(range(61004, 61001 + 4534))
+    cells.release(0, [61001])
+    assert cells.host_ports(0, 2) == [61002, 61001]  # the order they went back in
+    with pytest.raises(PortRangeExhausted, match="4534"):
+        cells.host_ports(0, 1)
+
+
+def test_move_reuses_the_address_for_another_app():
+    d = derive(load_text(MOVED % "true")[0])
     victim = d.routes["a.example.com"][0]
     kinds = [(e.at_s, e.kind) for e in d.events]
     assert kinds == [(1, "stop"), (1, "start"), (1, "start"), (3, "routes")]
@@ -214,3 +248,54 @@ def test_a_bosh_route_to_a_name_that_is_not_boshy_is_a_located_error():
         derive(s)
     [(loc, message)] = e.value.problems
     assert loc == ("routes", 0, "host") and ".boshy" in message
+
+
+STOPPED = """
+name: t
+cells: {count: 2, memory_mb: 2048}
+proxy: {envoy_config_reload_duration_s: 4}
+apps: [{name: a, instances: 2}]
+routes: [{host: a.example.com, app: a}]
+routers: {route_propagation_delay_s: 1}
+faults: [{kind: stop, at_s: 2, app: a, instance: 1, evacuate: %s}]
+"""
+
+
+def test_a_graceful_stop_writes_a_guidless_identity_and_stops_after_the_reload():
+    """The rep's credential manager, signalled, writes the identity without the instance guid
+    and sleeps envoy_config_reload_duration before the container goes (cloudfoundry/executor
+    depot/containerstore/credmanager.go Runner, proxy_config_handler.go Close); the route is
+    withdrawn meanwhile."""
+    d = derive(load_text(STOPPED % "false")[0])
+    victim = next(i for i in d.instances if i.index == 1)
+    assert [(e.at_s, e.kind, getattr(e, "guid", None)) for e in d.events] == [
+        (2, "cert_without_guid", victim.guid), (3, "routes", None), (6, "stop", victim.guid)]
+    assert [ep.guid for ep in dict(d.events[1].routes)["a.example.com"]] == [
+        i.guid for i in d.instances if i.index == 0]
+
+
+def test_an_evacuation_starts_the_replacement_elsewhere_before_the_stop():
+    d = derive(load_text(STOPPED % "true")[0])
+    victim = next(i for i in d.instances if i.index == 1)
+    start = next(e for e in d.events if e.kind == "start")
+    replacement = d.instance(start.guid)
+    assert start.at_s == 2 and replacement.cell != victim.cell and replacement.index == 1
+    routed = {ep.guid for ep in dict(next(e for e in d.events if e.kind == "routes").routes)[
+        "a.example.com"]}
+    assert replacement.guid in routed and victim.guid not in routed
+    assert [e.at_s for e in d.events if e.kind == "stop"] == [6]
+
+
+def test_a_fault_on_a_stopped_instance_is_located():
+    text = STOPPED % "false" + "  - {kind: kill, at_s: 3, app: a, instance: 1}\n"
+    text = text.replace("evacuate: false}]\n", "evacuate: false}\n").replace(
+        "faults: [{", "faults:\n  - {")
+    with pytest.raises(DeriveError, match="not running at 3 s") as e:
+        derive(load_text(text)[0])
+    assert e.value.problems[0][0] == ("faults", 1, "instance")
+
+
+def test_stop_is_refused_off_diego():
+    text = (STOPPED % "false").replace("name: t\n", "name: t\nplatform: istio\n")
+    with pytest.raises(DeriveError, match="on istio use kill"):
+        derive(load_text(text)[0])

@@ -373,9 +373,9 @@ def test_fault_kind_missing_or_unknown():
             at_s: 1
             app: a
     """) == [
-        "bad.yaml:5: faults.0: needs 'kind': one of kill, move, expire_certificate, "
+        "bad.yaml:5: faults.0: needs 'kind': one of kill, stop, move, expire_certificate, "
         "restart_router, latency_spike",
-        "bad.yaml:7: faults.1: unknown kind 'partition': expected one of kill, move, "
+        "bad.yaml:7: faults.1: unknown kind 'partition': expected one of kill, stop, move, "
         "expire_certificate, restart_router, latency_spike",
     ]
 
@@ -472,6 +472,9 @@ def test_model_level_rules_point_at_their_section():
     ("name: *nowhere\n", "bad.yaml:1: invalid YAML: found undefined alias 'nowhere'"),
     ("name: x\x07\n", "bad.yaml:1: invalid YAML: unacceptable character #x0007: "
      "special characters are not allowed"),
+    # ruamel resolves "._" as a float and its constructor raises ValueError (found by fuzzing)
+    ("name: x\ncells: {count: 1}\napps: [._]\n",
+     "bad.yaml:3: invalid YAML: '._' reads as a number and is not one (quote it for a string)"),
 ])
 def test_invalid_yaml_syntax(text, expected):
     assert problems(text) == [expected]

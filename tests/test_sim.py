@@ -89,14 +89,14 @@ def test_runs_are_deterministic(scenario):
 MOVE = BASE + """
 routers: {count: 1, route_propagation_delay_s: 2.0, backends: {enabled: %s}}
 faults:
-  - {kind: move, at_s: 1.0, app: web, instance: 0, reused_by: other}
+  - {kind: move, at_s: 1.0, app: web, instance: 0, reused_by: other, reuse_address: %s}
 """
 
 
 def test_route_integrity_with_backend_tls():
     """A stale route to a reused address meets the wrong SAN: 503, pruned, retried, never
     delivered to the other app (seed 000 / gorouter route integrity)."""
-    m = run(MOVE % "true")
+    m = run(MOVE % ("true", "true"))
     assert m.misdelivered == 0
     assert m.endpoints_pruned >= 1
     assert m.retries >= 1
@@ -107,16 +107,26 @@ def test_route_integrity_with_backend_tls():
 
 
 def test_without_backend_tls_stale_routes_reach_the_wrong_app():
-    m = run(MOVE % "false")
+    m = run(MOVE % ("false", "true"))
     assert m.misdelivered > 0
     assert m.endpoints_pruned == 0
+
+
+def test_without_the_coincidence_a_stale_route_meets_a_closed_port():
+    """Garden's FIFO port pool gives the newcomer fresh host ports (guardian
+    kawasaki/ports/pool.go), so without backend TLS too the stale route reaches no app: the
+    dial is refused, gorouter retries on the other instance (IncompleteRequest) and marks the
+    plain endpoint failed, and nothing is misdelivered."""
+    m = run(MOVE % ("false", "false"))
+    assert m.misdelivered == 0 and m.retries >= 1
+    assert m.outcomes[200] == m.completed - m.outcomes[502]
 
 
 def test_single_endpoint_san_mismatch_is_503():
     text = BASE.replace("instances: 2, ports", "instances: 1, ports") + """
 routers: {count: 1, route_propagation_delay_s: 3.0, max_attempts: 3}
 faults:
-  - {kind: move, at_s: 1.0, app: web, instance: 0, reused_by: other}
+  - {kind: move, at_s: 1.0, app: web, instance: 0, reused_by: other, reuse_address: true}
 """
     m = run(text)
     assert m.outcomes[503] > 0
@@ -378,3 +388,25 @@ def test_router_faults_are_checked_on_load():
     with pytest.raises(SimnetError, match=r"faults.0.router: there are 2 router\(s\) \(0-1\); "
                                           r"index 2 does not exist"):
         load_text(RESTART.replace("router: 1,", "router: 2,"))
+
+
+STOP = BASE + """
+routers: {count: 2, route_propagation_delay_s: 2.0, keep_alive_to_backends: false}
+faults:
+  - {kind: stop, at_s: 1.0, app: web, instance: 0}
+"""
+
+
+def test_a_graceful_stop_is_a_hostname_error_retried_elsewhere_and_pruned():
+    """From the stop until the route is withdrawn, new handshakes to the stopping instance
+    meet its guid-less certificate: gorouter's HostnameMismatch (retriable, prunable: routing-
+    release proxy/fails/classifier_group.go), so each router prunes it and retries on the
+    other instance; no client sees an error. Without backend TLS nothing checks the
+    certificate: the instance serves until the route is withdrawn, nothing is retried."""
+    m = run(STOP)
+    assert m.endpoints_pruned == 2 and m.retries >= 2
+    assert m.outcomes[200] == m.completed and m.misdelivered == 0
+    plain = run(STOP.replace("keep_alive_to_backends: false",
+                             "keep_alive_to_backends: false, backends: {enabled: false}"))
+    assert plain.endpoints_pruned == 0 and plain.retries == 0
+    assert plain.outcomes[200] == plain.completed

@@ -154,6 +154,29 @@ def test_the_routers_client_certificate_is_what_envoy_requires_as_simulated():
     assert emulated == {503} and simulated == {496, 503}
 
 
+def test_a_graceful_stop_is_refused_by_the_real_envoy_as_simulated():
+    """A stop: the real Envoy loads the guid-less identity the rep's credential manager
+    writes (executor credmanager.go, on signal) from its SDS file, the twin's router meets
+    Go's HostnameError (gorouter's HostnameMismatch: retriable, prunable), prunes the
+    instance and retries on the other; every client answer is 200, in emulation and
+    simulation alike."""
+    s, _ = load(bundled("sidecar-buildpack"))
+    s = scaled(s, duration_s=5.0)
+    s = s.model_validate({**s.model_dump(), "faults": [
+        {"kind": "stop", "at_s": 1.5, "app": s.apps[0].name, "instance": 0}],
+        "proxy": {**s.proxy.model_dump(), "envoy_config_reload_duration_s": 2.0},
+        "routers": {**s.routers.model_dump(), "keep_alive_to_backends": False}})
+    d = derive(s)
+    observed = emulate(d)
+    emulated, simulated = metrics_of(d, observed), simulate(d)
+    failures = [r["failures"] for r in observed.routers]
+    assert {v for f in failures for v in f} == {"san_mismatch"}, failures
+    for m in (emulated, simulated):
+        seen = (m.endpoints_pruned, m.retries, dict(m.outcomes), dict(m.causes))
+        assert m.endpoints_pruned == 1 and m.retries >= 1, seen
+        assert set(m.outcomes) == {200} and m.misdelivered == 0, seen
+
+
 def test_ctrl_c_in_the_middle_of_an_emulation_leaves_nothing_behind(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "simnet", "emulate", "--duration", "20", "--reports", str(tmp_path)],

@@ -163,6 +163,18 @@ def bypass_findings(d: Deployment) -> Iterator[ScenarioFinding]:
                                                "target": r.target})
 
 
+def admin_findings(d: Deployment) -> Iterator[ScenarioFinding]:
+    """An Envoy admin API that another machine reaches (the BOSH add-on binds it to
+    0.0.0.0:8001): whoever reaches it can stop Envoy (/quitquitquit), drain its listeners or
+    dump its configuration and certificates."""
+    exposed = [r for r in questions.reachability(d)
+               if r.kind == "envoy-admin" and r.source != "local" and r.reachable]
+    if exposed:
+        r = exposed[0]
+        yield ScenarioFinding("SIM0018", ("platform",), {
+            "count": len(exposed), "source": r.source, "target": r.target})
+
+
 # --- memory ---------------------------------------------------------------------------------
 
 
@@ -274,6 +286,7 @@ def flush_findings(d: Deployment) -> Iterator[ScenarioFinding]:
 
 DERIVED_CHECKS: tuple[Callable[[Deployment], Iterator[ScenarioFinding]], ...] = (
     port_findings, uid_findings, bypass_findings, memory_findings, rule_findings,
-    capacity_findings, connection_limit_findings, retry_findings, flush_findings)
+    capacity_findings, connection_limit_findings, retry_findings, flush_findings,
+    admin_findings)
 
 __all__ = ["DERIVED_CHECKS", "ScenarioFinding", "scenario_findings"]

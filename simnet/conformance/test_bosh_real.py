@@ -13,12 +13,14 @@ skips, without them.
 from __future__ import annotations
 
 import re
+import sys
 from collections import Counter
 from contextlib import ExitStack
 
 import pytest
 
-from simnet.model.bosh import instance_addresses, pilot_view, round_robin_counts, vm_bootstrap
+from simnet.model.bosh import (BOSH_ADMIN, instance_addresses, pilot_view, round_robin_counts,
+                               vm_bootstrap)
 from simnet.real.envoy import EnvoyProcess
 from simnet.real.netfilter import load_rules
 from simnet.real.netns import Namespace, NamespaceGroup, create_namespaces
@@ -97,6 +99,13 @@ def test_vip_connections_reach_every_instance_round_robin(kernel_netns):
             assert round_trip(ns, (ip, p)).answered_by == names[ip, p]  # each instance serves
         envoy = stack.enter_context(EnvoyProcess(vm_bootstrap(view), namespace=vms.caller))
         accepted = "listener.0.0.0.0_15001.downstream_cx_total"
+
+        # the add-on's admin API on 0.0.0.0:8001 (BOSH_ADMIN): another VM reads it, as
+        # `simnet reach` and SIM0018 say (boshy-istio-release jobs/bosh-envoy envoy.json.erb)
+        ready = vms.instances[0].run([sys.executable, "-c", (
+            "import urllib.request,sys; print(urllib.request.urlopen("
+            f"'http://{plan[CALLER]}:{BOSH_ADMIN[1]}/ready', timeout=5).read().decode())")])
+        assert ready.stdout.strip() == "LIVE"
 
         # no rule: the VIP is an address nobody answers, and Envoy never sees the connection
         lost = round_trip(vms.caller, (vip, port), timeout_s=1.5)

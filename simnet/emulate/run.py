@@ -35,6 +35,7 @@ from simnet.model.placement import Instance
 from simnet.model.timeline import (
     CertExpired,
     CertRotated,
+    CertWithoutGuid,
     LatencyChange,
     RouterDown,
     RouterUp,
@@ -336,6 +337,8 @@ class Emulation:
                         self.routes_changed(event)
                     case CertExpired(guid=guid):
                         real.write_identity(guid, expired=True)
+                    case CertWithoutGuid(guid=guid):
+                        real.write_identity(guid, without_guid=True)
                     case CertRotated(guid=guid):
                         real.write_identity(guid)
                     case RouterDown(router=k):

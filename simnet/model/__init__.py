@@ -12,7 +12,7 @@ __all__, __getattr__, __dir__ = lazy(__name__, {
     "deployment": ("Deployment", "DeriveError", "derive"),
     "placement": ("Address", "Endpoint", "Instance", "Listener", "Weights"),
     "platform": ("Bosh", "Diego", "Istio", "Platform", "platform_of"),
-    "timeline": ("CertExpired", "CertRotated", "Change", "Event", "LatencyChange", "RouterDown",
+    "timeline": ("CertExpired", "CertRotated", "CertWithoutGuid", "Change", "Event", "LatencyChange", "RouterDown",
                  "RouterUp", "RoutesChanged", "Start", "Stop"),
     "memory": ("Calibration", "Footprint", "additional_allocation_mb", "footprint", "packaged_calibration"),
     "cpu": ("CpuCalibration", "KindCpu", "packaged_cpu_calibration"),

@@ -30,6 +30,9 @@ INSTANCE_NETWORK = "198.19.0.0/16"  # simnet's stand-in for the deployment's BOS
 VIRTUAL_LISTENER = "virtual"  # Istio v1's VirtualListenerName: the listener iptables feeds
 OUTBOUND_CLUSTER_PREFIX = "out."  # Istio v1's OutboundClusterPrefix
 CONNECT_TIMEOUT = "1s"  # Istio's mesh default connect_timeout
+# the add-on Envoy's admin API on every interface (boshy-istio-release jobs/bosh-envoy/templates/
+# envoy.json.erb: "address": "tcp://0.0.0.0:8001"), reachable from every other VM
+BOSH_ADMIN = ("0.0.0.0", 8001)
 
 InstanceKey = tuple[str, int]  # (instance group, index), as `bosh instances` names apricot/3
 
@@ -125,13 +128,14 @@ def round_robin_counts(endpoints: tuple[tuple[str, int], ...], connections: int,
             for i, ep in enumerate(endpoints)}
 
 
-def vm_bootstrap(view: PilotView, *, admin_port: int = 0,
+def vm_bootstrap(view: PilotView, *, admin_port: int = BOSH_ADMIN[1],
                  proxy_port: int = BOSH_PROXY_PORT) -> dict:
     """One VM's Envoy (v3): the ``virtual`` listener on 0.0.0.0:``proxy_port`` that the egress
     rule redirects into, reading each connection's original destination (``original_dst``) and
     choosing the filter chain of that VIP:port, which TCP-proxies to the name's STATIC
     round-robin cluster. A connection to a VIP:port nobody exposed matches no chain and is
-    closed. Admin on 127.0.0.1:``admin_port`` (0: any free port)."""
+    closed. Admin on 0.0.0.0:``admin_port`` as the add-on has it (BOSH_ADMIN; 0: any free
+    port)."""
     chains = [{
         "name": lst.name,
         "filter_chain_match": {"prefix_ranges": [{"address_prefix": lst.vip, "prefix_len": 32}],
@@ -141,7 +145,7 @@ def vm_bootstrap(view: PilotView, *, admin_port: int = 0,
     } for lst in view.listeners]
     return {
         "node": {"id": "sidecar~0.0.0.0~bosh-vm~boshy", "cluster": "boshy"},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1",
+        "admin": {"address": {"socket_address": {"address": BOSH_ADMIN[0],
                                                  "port_value": admin_port}}},
         "static_resources": {
             "listeners": [{

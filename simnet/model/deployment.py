@@ -69,6 +69,11 @@ class DeriveError(Error, ValueError):
 
 def _configuration_problems(s: Scenario, platform: Platform):
     yield from platform.configuration_problems(s)
+    for k, f in enumerate(s.faults):
+        if f.kind == "stop" and platform.name != "diego":
+            yield ("faults", k, "kind"), (
+                f"stop is Diego's graceful stop (the rep's credential manager); on "
+                f"{platform.name} use kill")
     total = sum(a.instances for a in s.apps)
     if total > MAX_CONTAINERS:
         yield ("apps",), f"{total} instances: simnet addresses at most {MAX_CONTAINERS} containers"

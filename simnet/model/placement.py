@@ -4,14 +4,16 @@ and what answers at each address.
 Diego's auction places each container on the cell it scores lowest, never overcommitting: 1000
 for every instance of the same process already there (anti-affinity), plus the share of the
 cell's memory used once it is placed (so the most free memory wins among the rest); Garden hands
-each container an address and host ports from the cell's pools.
+each container host ports from the cell's FIFO port pool and silk's host-local IPAM an address
+round-robin, so a released port or address comes back only after the rest of its pool.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from simnet.errors import PortRangeExhausted
@@ -21,7 +23,9 @@ from simnet.scenario.schema import App, Scenario
 
 CONTAINER_NET = ipaddress.ip_address("198.18.0.0")  # benchmarking range, never routed
 CELL_NET = ipaddress.ip_address("198.19.0.0")
-HOST_PORT_START = 61001  # garden hands out host ports per cell from here upward
+# guardian gdn flags --port-pool-start 61001 --port-pool-size 4534 (kawasaki/ports/pool.go)
+HOST_PORT_START = 61001
+PORT_POOL_SIZE = 4534
 MAX_CONTAINERS = 65_000
 GATEWAY_IP = "198.19.255.254"  # the istio ingress gateway's pod, as the app pods see it
 
@@ -102,7 +106,8 @@ class Cells:
         self.memory_mb = memory_mb
         self.free = [memory_mb] * count
         self.apps: list[Counter] = [Counter() for _ in range(count)]
-        self.next_host_port = [HOST_PORT_START] * count
+        self.next_host_port = [HOST_PORT_START] * count  # the never-used part of each pool
+        self.released_ports: list[deque[int]] = [deque() for _ in range(count)]
         self.next_container = 0
 
     def place(self, need_mb: int, app: str, avoid: int | None = None) -> int | None:
@@ -132,10 +137,30 @@ class Cells:
         self.free[cell] += need_mb
         self.apps[cell][app] -= 1
 
-    def host_ports(self, cell: int, n: int) -> int:
-        start = self.next_host_port[cell]
-        self.next_host_port[cell] += n
-        return start
+    def host_ports(self, cell: int, n: int) -> list[int]:
+        """``n`` host ports from ``cell``'s pool, as guardian's PortPool.Acquire takes them:
+        from the front of a FIFO whose released ports went to the back (kawasaki/ports/pool.go),
+        so the never-used ports come first."""
+        pool = self.released_ports[cell]
+        ports = []
+        for _ in range(n):
+            if self.next_host_port[cell] < HOST_PORT_START + PORT_POOL_SIZE:
+                ports.append(self.next_host_port[cell])
+                self.next_host_port[cell] += 1
+            elif pool:
+                ports.append(pool.popleft())
+            else:
+                raise PortRangeExhausted(
+                    f"garden's host port pool on cell {cell} is exhausted ({PORT_POOL_SIZE} "
+                    f"ports from {HOST_PORT_START}: guardian's --port-pool-size)")
+        return ports
+
+    def release(self, cell: int, host_ports: Iterable[int]) -> None:
+        """A destroyed container's host ports go to the back of its cell's pool
+        (PortPool.Release). Its address is not reused before the whole range: host-local's
+        allocator starts from the last reserved address + 1 (containernetworking/plugins
+        plugins/ipam/host-local/backend/allocator/allocator.go GetIter, which silk-cni runs)."""
+        self.released_ports[cell].extend(host_ports)
 
     def container_ip(self) -> str:
         self.next_container += 1
@@ -162,13 +187,15 @@ def container_ports(app: App, pp: ProxyPorts | None, unproxied: bool) -> list[in
 
 
 def make_instance(s: Scenario, app: App, index: int, generation: int, cell: int,
-                  cells: Cells, extra_mb: int) -> Instance:
-    """A new instance of ``app`` on ``cell``: its address, proxy ports, host ports and memory."""
+                  cells: Cells, extra_mb: int, address: tuple[str, list[int]] | None = None
+                  ) -> Instance:
+    """A new instance of ``app`` on ``cell``: its address, proxy ports, host ports and memory.
+    ``address`` (container IP, host ports in the order requested) is one given it instead of
+    the pools' next."""
     pp = proxy_ports(app.ports) if s.proxy.enabled else None
     unproxied = s.proxy.enable_unproxied_port_mappings
     mapped = container_ports(app, pp, unproxied)
-    start = cells.host_ports(cell, len(mapped))
-    host = {p: start + i for i, p in enumerate(mapped)}
+    ip, ports = address or (None, cells.host_ports(cell, len(mapped)))
     used = app.memory_used_mb if app.memory_used_mb is not None else app.memory_mb / 2
     return Instance(
         guid=instance_guid(s.seed, app.name, index, generation),
@@ -176,10 +203,10 @@ def make_instance(s: Scenario, app: App, index: int, generation: int, cell: int,
         index=index,
         cell=cell,
         cell_ip=str(CELL_NET + 1 + cell),
-        container_ip=cells.container_ip(),
+        container_ip=ip or cells.container_ip(),
         proxy=pp,
-        cf_instance_ports=tuple(instance_ports(app.ports, pp, start, unproxied)),
-        host_ports=host,
+        cf_instance_ports=tuple(instance_ports(app.ports, pp, ports, unproxied)),
+        host_ports=dict(zip(mapped, ports)),
         quota_mb=app.memory_mb + extra_mb,
         # sidecar processes run beside the process types they name, inside its quota
         base_used_mb=used + sum(sc.memory_mb for sc in app.sidecars

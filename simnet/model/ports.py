@@ -77,7 +77,7 @@ def proxy_ports(app_ports: Iterable[int]) -> ProxyPorts:
 def instance_ports(
     app_ports: Iterable[int],
     pp: ProxyPorts | None,
-    host_port_start: int = 61008,
+    host_ports: int | Iterable[int] = 61008,
     unproxied: bool = True,
 ) -> list[dict[str, int]]:
     """CF_INSTANCE_PORTS entries for a container: one per port mapping, so an app port with
@@ -90,10 +90,11 @@ def instance_ports(
     host ports (``external``, ``external_tls_proxy``); without them only the proxy port is
     mapped and ``external`` disappears (diego-release: "Disabling Unproxied Port Mappings").
     Without a proxy (``pp`` is None) only ``internal`` and ``external`` exist. Host ports are
-    handed out in the order the seed's example shows: app ports first, then proxy ports.
+    handed out in the order the seed's example shows: app ports first, then proxy ports
+    (``host_ports``: the ports in that order, or the first of consecutive ones).
     """
     ports = list(dict.fromkeys(app_ports))
-    host = iter(range(host_port_start, PROXY_PORT_END))
+    host = iter(range(host_ports, PROXY_PORT_END) if isinstance(host_ports, int) else host_ports)
     external = {app: next(host) for app in ports} if unproxied else {}
     external_tls = {app: next(host) for app in ports} if pp else {}
     entries = []

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
+from simnet.model.bosh import BOSH_ADMIN
 from simnet.model.capture import diego_host_view
 from simnet.model.deployment import Deployment
 from simnet.model.placement import GATEWAY_IP, Instance
@@ -455,6 +456,8 @@ class _Builder:
         names = _sidecar_names(app)
         ports = [(p, "app-port", f"job port {p}") for p in dict.fromkeys(app.ports)]
         ports += [(p, "sidecar-port", f"process {names[p]} port {p}") for p in sidecar_ports(app)]
+        if self.s.proxy.enabled:  # the add-on's Envoy: its admin API on every interface
+            ports.append((BOSH_ADMIN[1], "envoy-admin", f"Envoy admin {BOSH_ADMIN[1]}"))
         for port, kind, label in ports:
             sock = self.socket(inst, kind, port, label, (inst.container_ip, port),
                                port if kind == "app-port" else None)
@@ -521,7 +524,8 @@ def platform_limits(platform: Platform) -> tuple[str, ...]:
         "bosh: limited. A VM has no container boundary: its job ports answer every other VM in "
         "plain text (the prototype has no inbound capture and no mTLS); no ingress, so no "
         "external client.",
-        "bosh: the add-on Envoy's admin port is not derived, so it is not a target.",
+        "bosh: the add-on Envoy's admin API is a target on 0.0.0.0:8001; its virtual "
+        "listener (15001) is not.",
     )
 
 

@@ -12,12 +12,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
-from simnet.errors import Loc
+from simnet.errors import Loc, PortRangeExhausted
 from simnet.model.placement import Cells, Endpoint, Instance, Weights, make_instance, reused_host_ports
 from simnet.model.platform import Platform, RouteTable
 from simnet.model.ports import instance_ports
 from simnet.scenario.schema import (CertificateFault, KillFault, LatencySpikeFault, MoveFault,
-                                    RouterRestartFault, Scenario)
+                                    RouterRestartFault, Scenario, StopFault)
 
 RouteEntries = tuple[tuple[str, tuple[Endpoint, ...]], ...]
 
@@ -47,6 +47,16 @@ class CertExpired:
     at_s: float
     guid: str
     kind: ClassVar[str] = "cert_expired"
+
+
+@dataclass(frozen=True)
+class CertWithoutGuid:
+    """A stopping instance's credential manager writes its identity without the instance guid
+    (executor credmanager.go, on signal): new handshakes fail gorouter's SAN check."""
+
+    at_s: float
+    guid: str
+    kind: ClassVar[str] = "cert_without_guid"
 
 
 @dataclass(frozen=True)
@@ -107,7 +117,8 @@ class RoutesChanged:
                 table.pop(host, None)
 
 
-Event = Stop | Start | CertExpired | CertRotated | RouterDown | RouterUp | LatencyChange | RoutesChanged
+Event = (Stop | Start | CertExpired | CertWithoutGuid | CertRotated | RouterDown | RouterUp
+         | LatencyChange | RoutesChanged)
 
 
 @dataclass(frozen=True)
@@ -185,6 +196,9 @@ def timeline(s: Scenario, platform: Platform, instances: list[Instance], cells: 
                            LatencyChange(f.at_s + f.duration_s, f.hop, -extra_s)]
             case CertificateFault():
                 victim = _victim(live, f)
+                if victim is None:
+                    problems.append((("faults", n, "instance"), _gone(f)))
+                    continue
                 events.append(CertExpired(f.at_s, victim.guid))
                 if f.rotated_after_s is not None:
                     fresh = f.at_s + f.rotated_after_s
@@ -194,6 +208,9 @@ def timeline(s: Scenario, platform: Platform, instances: list[Instance], cells: 
                                                 fresh + delay))
             case KillFault():
                 victim = _victim(live, f)
+                if victim is None:
+                    problems.append((("faults", n, "instance"), _gone(f)))
+                    continue
                 events.append(Stop(f.at_s, victim.guid))
                 without = [i for i in live if i is not victim]
                 update(f.at_s, table(live, mapped), table(without, mapped))
@@ -201,8 +218,31 @@ def timeline(s: Scenario, platform: Platform, instances: list[Instance], cells: 
                     back = f.at_s + f.restart_after_s
                     events.append(Start(back, victim.guid))
                     update(back, table(without, mapped), table(live, mapped))
+            case StopFault():
+                victim = _victim(live, f)
+                if victim is None:
+                    problems.append((("faults", n, "instance"), _gone(f)))
+                    continue
+                after = [i for i in live if i is not victim]
+                if f.evacuate:  # the replacement runs before the evacuating instance stops
+                    generation += 1
+                    moved = _elsewhere(s, victim, cells, extra, generation, n, problems)
+                    if moved is None:
+                        continue
+                    started.append(moved)
+                    events.append(Start(f.at_s, moved.guid))
+                    after.append(moved)
+                reload = s.proxy.envoy_config_reload_duration_s
+                events += [CertWithoutGuid(f.at_s, victim.guid), Stop(f.at_s + reload, victim.guid)]
+                update(f.at_s, table(live, mapped), table(after, mapped))
+                cells.leave(victim.cell, s.app(f.app).memory_mb + extra, f.app)
+                cells.release(victim.cell, victim.host_ports.values())
+                live = after
             case MoveFault():
                 victim = _victim(live, f)
+                if victim is None:
+                    problems.append((("faults", n, "instance"), _gone(f)))
+                    continue
                 generation += 1
                 moved, newcomer = _move(s, f, victim, live, cells, extra, generation, n, problems)
                 if moved is None:
@@ -218,20 +258,41 @@ def timeline(s: Scenario, platform: Platform, instances: list[Instance], cells: 
     return Timeline(sorted(events, key=lambda e: e.at_s), started, changes)
 
 
-def _victim(live: list[Instance], f: KillFault | MoveFault | CertificateFault) -> Instance:
-    return next(i for i in live if i.app == f.app and i.index == f.instance)
+def _victim(live: list[Instance], f: KillFault | StopFault | MoveFault | CertificateFault
+            ) -> Instance | None:
+    return next((i for i in live if i.app == f.app and i.index == f.instance), None)
+
+
+def _gone(f: KillFault | StopFault | MoveFault | CertificateFault) -> str:
+    return f"{f.app}/{f.instance} is not running at {f.at_s:g} s: an earlier stop ended it"
+
+
+def _elsewhere(s: Scenario, victim: Instance, cells: Cells, extra: int, generation: int,
+               n: int, problems: list[tuple[Loc, str]]) -> Instance | None:
+    """The victim's successor (same app and index) on another cell, as the auction places it."""
+    app = s.app(victim.app)
+    cell = cells.place(app.memory_mb + extra, app.name, avoid=victim.cell)
+    if cell is None:
+        problems.append((("faults", n), f"no other cell has room for {app.name}/{victim.index}"))
+        return None
+    try:
+        return make_instance(s, app, victim.index, generation, cell, cells, extra)
+    except PortRangeExhausted as e:
+        problems.append((("faults", n), str(e)))
+        return None
 
 
 def _move(s: Scenario, f: MoveFault, victim: Instance, live: list[Instance], cells: Cells,
           extra: int, generation: int, n: int, problems: list[tuple[Loc, str]]
           ) -> tuple[Instance | None, Instance | None]:
-    """The victim restarts on another cell; another app's new instance takes its old place."""
+    """The victim restarts on another cell; another app's new instance takes its old place on
+    its cell. Its host ports go back to the cell's pool, so the newcomer gets the pool's next
+    ports and address, unless the fault asks for the coincidence (``reuse_address``): the
+    victim's container IP and host ports, TLS onto TLS and plain onto plain."""
     app = s.app(f.app)
-    cell = cells.place(app.memory_mb + extra, app.name, avoid=victim.cell)
-    if cell is None:
-        problems.append((("faults", n), "no other cell has room for the moved instance"))
+    moved = _elsewhere(s, victim, cells, extra, generation, n, problems)
+    if moved is None:
         return None, None
-    moved = make_instance(s, app, victim.index, generation, cell, cells, extra)
     other = s.app(f.reused_by)
     cells.leave(victim.cell, app.memory_mb + extra, app.name)
     cells.take(victim.cell, other.memory_mb + extra, other.name)
@@ -241,15 +302,23 @@ def _move(s: Scenario, f: MoveFault, victim: Instance, live: list[Instance], cel
             f"{app.name!r} ({app.memory_mb} MB) leaves on its cell")))
         return None, None
     index = sum(1 for i in live if i.app == other.name)
-    newcomer = make_instance(s, other, index, generation, victim.cell, cells, extra)
-    # Same cell, container IP and host ports as the victim: stale routes now land on it.
-    newcomer = dataclasses.replace(
-        newcomer, container_ip=victim.container_ip,
-        host_ports=reused_host_ports(victim, newcomer),
+    try:
+        if not f.reuse_address:
+            cells.release(victim.cell, victim.host_ports.values())
+            return moved, make_instance(s, other, index, generation, victim.cell, cells, extra)
+        newcomer = make_instance(s, other, index, generation, victim.cell, cells, extra)
+    except PortRangeExhausted as e:
+        problems.append((("faults", n), str(e)))
+        return None, None
+    ports = reused_host_ports(victim, newcomer)
+    kept = set(ports.values())
+    cells.release(victim.cell, sorted(set(newcomer.host_ports.values()) - kept))
+    cells.release(victim.cell, sorted(set(victim.host_ports.values()) - kept))
+    return moved, dataclasses.replace(
+        newcomer, container_ip=victim.container_ip, host_ports=ports,
         cf_instance_ports=tuple(instance_ports(
-            other.ports, newcomer.proxy, min(victim.host_ports.values()),
+            other.ports, newcomer.proxy, list(ports.values()),
             s.proxy.enable_unproxied_port_mappings)))
-    return moved, newcomer
 
 
 def _reregistered(s: Scenario, table: RouteTable, mapped: frozenset[int], app: str,

@@ -89,11 +89,13 @@ class Realization:
                 validate(sc.bootstrap)
         return len(seen)
 
-    def write_identity(self, guid: str, *, expired: bool = False, now: datetime | None = None) -> None:
+    def write_identity(self, guid: str, *, expired: bool = False, without_guid: bool = False,
+                       now: datetime | None = None) -> None:
         """A new identity certificate for ``guid`` into its SDS file (realized with ``sds``),
         written beside it and moved into place, which is what a watching Envoy reloads on: the
-        rep's credential manager rotating it, or with ``expired`` one whose validity has ended
-        (a rotation that came too late)."""
+        rep's credential manager rotating it, with ``expired`` one whose validity has ended
+        (a rotation that came too late), with ``without_guid`` the one it writes when the
+        instance stops (CN and DNS SAN empty: executor credmanager.go, on signal)."""
         sc = self.sidecars[guid]
         if sc.cert_files.sds_file is None:
             raise RealizeError(f"{guid} was realized without sds: its Envoy cannot reload")
@@ -101,8 +103,9 @@ class Realization:
         validity = pki.DEFAULT_IDENTITY_VALIDITY
         issued = now - validity - timedelta(hours=1) if expired else now
         s = self.deployment.scenario
-        pair = pki.instance_identity(self.authorities[s.cells.instance_identity_ca], guid,
-                                     sc.instance.container_ip, now=issued, validity=validity)
+        pair = pki.instance_identity(self.authorities[s.cells.instance_identity_ca],
+                                     "" if without_guid else guid, sc.instance.container_ip,
+                                     now=issued, validity=validity)
         write_sds(sc.cert_files.sds_file, pair)
 
     def start(self, guid: str) -> RealSidecar:

@@ -204,6 +204,10 @@ class Proxy(Strict):
         default=100, ge=0, description="N for `auto`: peak router connections per instance."
     )
     memory: EnvoyMemory = Field(default_factory=EnvoyMemory)
+    envoy_config_reload_duration_s: float = Field(default=5.0, ge=0, description=(
+        "The executor's envoy_config_reload_duration: how long a stopping instance's "
+        "credential manager waits for Envoy to load the guid-less certificate before the "
+        "container stops."))
 
     @model_validator(mode="after")
     def _coherent(self) -> "Proxy":
@@ -385,19 +389,44 @@ class KillFault(Strict):
     restart_after_s: float | None = Field(default=5.0, ge=0)
 
 
-class MoveFault(Strict):
-    """Move an instance to another cell; its old address and port are reused by another app.
+class StopFault(Strict):
+    """Stop one instance gracefully (``cf stop``, a scale-down) or, with ``evacuate``, start
+    its replacement on another cell first and then stop it (a cell's evacuation).
 
-    The stale route keeps pointing at the old address until the routers learn of the move:
-    with backend TLS the SAN check stops delivery (503, endpoint pruned); without it, the
-    request reaches the wrong app (seed 000: route integrity).
+    The rep's credential manager, signalled, writes an identity certificate without the
+    instance guid and waits ``proxy.envoy_config_reload_duration_s`` for Envoy to load it
+    before the container stops (cloudfoundry/executor depot/containerstore/credmanager.go,
+    ``Runner`` on signal; proxy_config_handler.go ``Close``). New router handshakes meet a
+    hostname error (503 class: retried elsewhere, pruned); connections already open still
+    reach the app until it stops. The route is withdrawn as the instance stops.
+    """
+
+    kind: Literal["stop"]
+    at_s: float = Field(ge=0)
+    app: str
+    instance: int = Field(default=0, ge=0)
+    evacuate: bool = False
+
+
+class MoveFault(Strict):
+    """Move an instance to another cell; another app's new instance takes its place there.
+
+    The stale route keeps pointing at the old address until the routers learn of the move.
+    Garden's pools hand the newcomer fresh host ports (FIFO) and silk a fresh address
+    (round-robin), so the stale route meets a closed port; ``reuse_address`` asks for the
+    coincidence that the newcomer gets the old address and host ports: with backend TLS the
+    SAN check stops delivery (503, endpoint pruned); without it, the request reaches the
+    wrong app (seed 000: route integrity).
     """
 
     kind: Literal["move"]
     at_s: float = Field(ge=0)
     app: str
     instance: int = Field(default=0, ge=0)
-    reused_by: str = Field(description="App whose new instance takes over the old address.")
+    reused_by: str = Field(description="App whose new instance takes the place on the cell.")
+    reuse_address: bool = Field(default=False, description=(
+        "The newcomer gets the old container IP and host ports at once (a coincidence "
+        "Garden's FIFO port pool and round-robin addresses make rare)."))
 
 
 class CertificateFault(Strict):
@@ -457,7 +486,7 @@ class CertificateFile(Strict):
     role: Literal["router_client", "router_ca", "instance_identity_ca", "trusted_ca"]
 
 
-Fault = Annotated[Union[KillFault, MoveFault, CertificateFault, RouterRestartFault,
+Fault = Annotated[Union[KillFault, StopFault, MoveFault, CertificateFault, RouterRestartFault,
                         LatencySpikeFault], Field(discriminator="kind")]
 
 

@@ -25,6 +25,7 @@ __all__ = [
 ]
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
+FLOAT_TAG = "tag:yaml.org,2002:float"
 
 
 # --- where things are in the file ---------------------------------------------------------
@@ -184,6 +185,8 @@ def yaml_document(text: str, file: str) -> tuple[Any, list[Problem]]:
         return loader.load(text), duplicates
     except YAMLError as e:
         raise yaml_error(e, text, file) from None
+    except ValueError as e:  # ruamel's float resolver matches "._", its constructor refuses it
+        raise number_error(e, [root], file) from None
 
 
 def yaml_documents(text: str, file: str) -> list[Any]:
@@ -193,6 +196,28 @@ def yaml_documents(text: str, file: str) -> list[Any]:
         return list(YAML(typ="rt").load_all(text))
     except YAMLError as e:
         raise yaml_error(e, text, file) from None
+    except ValueError as e:
+        raise number_error(e, list(YAML(typ="rt").compose_all(text)), file) from None
+
+
+def number_error(e: ValueError, roots: list[Any], file: str) -> SimnetError:
+    """A plain scalar ruamel resolves as a float and cannot convert ("._"), located."""
+    stack, seen = list(roots), set()
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, MappingNode):
+            stack.extend(v for kv in node.value for v in kv)
+        elif isinstance(node, SequenceNode):
+            stack.extend(node.value)
+        elif node.tag == FLOAT_TAG and not any(c.isdigit() for c in node.value) \
+                and node.value.lstrip("+-").lower() not in (".inf", ".nan"):
+            return SimnetError(Problem(file, node.start_mark.line + 1, "", (
+                f"invalid YAML: {node.value!r} reads as a number and is not one "
+                "(quote it for a string)")))
+    return SimnetError(Problem(file, 1, "", f"invalid YAML: {e}"))
 
 
 # --- plain data ---------------------------------------------------------------------------

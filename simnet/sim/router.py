@@ -420,7 +420,9 @@ class Router:
                 elif env.now - started > capacity.tls_timeout_s:
                     verdict = Verdict.HANDSHAKE_TIMEOUT
                 elif listener.tls:
-                    verdict = self.verdicts[listener.guid == ep.guid, listener.guid in self.net.expired]
+                    # a guid-less identity fails the SAN check as another instance's does
+                    named = listener.guid == ep.guid and listener.guid not in self.net.guidless
+                    verdict = self.verdicts[named, listener.guid in self.net.expired]
                 else:
                     verdict = Verdict.HANDSHAKE_FAILURE  # TLS spoken to a plain port
             metrics.connect_s += env.now - started

@@ -15,8 +15,8 @@ import simpy
 
 from simnet.model.deployment import Deployment
 from simnet.model.placement import Address, Endpoint, Listener
-from simnet.model.timeline import (CertExpired, CertRotated, LatencyChange, RouterDown, RouterUp,
-                                   RoutesChanged, Start, Stop)
+from simnet.model.timeline import (CertExpired, CertRotated, CertWithoutGuid, LatencyChange,
+                                   RouterDown, RouterUp, RoutesChanged, Start, Stop)
 from simnet.model.tls import Verdict
 from simnet.scenario.schema import Client
 from simnet.sim.latency import Sampler, sampler, with_overhead
@@ -47,6 +47,7 @@ class Network:
                 queue_limit=app.queue_limit, capacity=deployment.envoy, metrics=metrics)
         self.listeners: dict[Address, tuple[Sidecar, Listener]] = {}
         self.expired: set[str] = set()  # instances whose identity certificate has expired
+        self.guidless: set[str] = set()  # stopping instances, their identity without the guid
         # latency_spike faults: extra seconds on each hop now (each crossing pays it)
         self.extra_s = {"client_to_ingress": 0.0, "router_to_sidecar": 0.0, "sidecar_to_app": 0.0}
         self.routers: list[Router] = []
@@ -104,6 +105,8 @@ def _faults(env: simpy.Environment, net: Network, routers: list[Router]):
                 net.stop(guid)
             case CertExpired(guid=guid):
                 net.expired.add(guid)
+            case CertWithoutGuid(guid=guid):
+                net.guidless.add(guid)
             case CertRotated(guid=guid):
                 net.expired.discard(guid)
             case Start(guid=guid):

@@ -15,7 +15,8 @@ latency = st.one_of(
 @st.composite
 def scenarios(draw, max_apps=3, backend_tls: bool | None = None):
     """Small Diego scenarios with open and closed clients and every fault kind: instance kills
-    (with and without restart), moves that hand an address to another app, certificate
+    (with and without restart), graceful stops and evacuations, moves that give another app
+    the victim's place (and with ``reuse_address`` its address), certificate
     expiry (with and without rotation), router restarts, latency spikes on a hop, and Envoy
     OOM kills (a per-connection memory cost that outgrows the quota). ``backend_tls`` fixes
     router-to-sidecar TLS on or off."""
@@ -39,6 +40,7 @@ def scenarios(draw, max_apps=3, backend_tls: bool | None = None):
         c.update(host=f"app{a}.example.com", keep_alive=draw(st.booleans()))
         clients.append(c)
     faults = []
+    touched, stopped = set(), set()  # (app, instance) a fault names, and those it stops
     n_routers = draw(st.integers(1, 3))
     for _ in range(draw(st.integers(0, 2))):
         link = draw(st.sampled_from([None, None, None, "restart_router", "latency_spike"]))
@@ -57,10 +59,17 @@ def scenarios(draw, max_apps=3, backend_tls: bool | None = None):
         a = draw(st.integers(0, n_apps - 1))
         f = {"at_s": draw(st.floats(0, duration)), "app": f"app{a}",
              "instance": draw(st.integers(0, apps[a]["instances"] - 1))}
-        kind = draw(st.sampled_from(["kill", "expire_certificate"]
+        kind = draw(st.sampled_from(["kill", "expire_certificate", "stop"]
                                     + (["move"] if n_apps > 1 else [])))
-        if kind == "move":
-            f.update(kind="move", reused_by=f"app{(a + 1) % n_apps}")
+        which = (a, f["instance"])
+        if which in stopped or (kind == "stop" and which in touched):
+            continue  # a stopped instance is gone: no fault may name it after, or before it
+        touched.add(which)
+        if kind == "stop":
+            stopped.add(which)
+            f.update(kind="stop", evacuate=draw(st.booleans()))
+        elif kind == "move":
+            f.update(kind="move", reused_by=f"app{(a + 1) % n_apps}", reuse_address=draw(st.booleans()))
         elif kind == "kill":
             f.update(kind="kill", restart_after_s=draw(st.one_of(st.none(), st.floats(0, 2))))
         else:
