@@ -187,15 +187,12 @@ def container_ports(app: App, pp: ProxyPorts | None, unproxied: bool) -> list[in
 
 
 def make_instance(s: Scenario, app: App, index: int, generation: int, cell: int,
-                  cells: Cells, extra_mb: int, address: tuple[str, list[int]] | None = None
-                  ) -> Instance:
-    """A new instance of ``app`` on ``cell``: its address, proxy ports, host ports and memory.
-    ``address`` (container IP, host ports in the order requested) is one given it instead of
-    the pools' next."""
+                  cells: Cells, extra_mb: int) -> Instance:
+    """A new instance of ``app`` on ``cell``: its address, proxy ports, host ports and memory."""
     pp = proxy_ports(app.ports) if s.proxy.enabled else None
     unproxied = s.proxy.enable_unproxied_port_mappings
     mapped = container_ports(app, pp, unproxied)
-    ip, ports = address or (None, cells.host_ports(cell, len(mapped)))
+    ports = cells.host_ports(cell, len(mapped))
     used = app.memory_used_mb if app.memory_used_mb is not None else app.memory_mb / 2
     return Instance(
         guid=instance_guid(s.seed, app.name, index, generation),
@@ -203,7 +200,7 @@ def make_instance(s: Scenario, app: App, index: int, generation: int, cell: int,
         index=index,
         cell=cell,
         cell_ip=str(CELL_NET + 1 + cell),
-        container_ip=ip or cells.container_ip(),
+        container_ip=cells.container_ip(),
         proxy=pp,
         cf_instance_ports=tuple(instance_ports(app.ports, pp, ports, unproxied)),
         host_ports=dict(zip(mapped, ports)),

@@ -187,6 +187,13 @@ def timeline(s: Scenario, platform: Platform, instances: list[Instance], cells: 
             changes.append(Change(at, at + delay, what, hosts(s.routes[k] for k in now)))
             continue
         f = s.faults[n]
+        if isinstance(f, (KillFault, StopFault, MoveFault, CertificateFault)):
+            victim = _victim(live, f)
+            if victim is None:
+                problems.append((("faults", n, "instance"), (
+                    f"{f.app}/{f.instance} is not running at {f.at_s:g} s: an earlier stop "
+                    "ended it")))
+                continue
         match f:
             case RouterRestartFault():
                 events += [RouterDown(f.at_s, f.router), RouterUp(f.at_s + f.down_s, f.router)]
@@ -195,10 +202,6 @@ def timeline(s: Scenario, platform: Platform, instances: list[Instance], cells: 
                 events += [LatencyChange(f.at_s, f.hop, extra_s),
                            LatencyChange(f.at_s + f.duration_s, f.hop, -extra_s)]
             case CertificateFault():
-                victim = _victim(live, f)
-                if victim is None:
-                    problems.append((("faults", n, "instance"), _gone(f)))
-                    continue
                 events.append(CertExpired(f.at_s, victim.guid))
                 if f.rotated_after_s is not None:
                     fresh = f.at_s + f.rotated_after_s
@@ -207,10 +210,6 @@ def timeline(s: Scenario, platform: Platform, instances: list[Instance], cells: 
                     events.append(_reregistered(s, table(live, mapped), mapped, victim.app,
                                                 fresh + delay))
             case KillFault():
-                victim = _victim(live, f)
-                if victim is None:
-                    problems.append((("faults", n, "instance"), _gone(f)))
-                    continue
                 events.append(Stop(f.at_s, victim.guid))
                 without = [i for i in live if i is not victim]
                 update(f.at_s, table(live, mapped), table(without, mapped))
@@ -219,10 +218,6 @@ def timeline(s: Scenario, platform: Platform, instances: list[Instance], cells: 
                     events.append(Start(back, victim.guid))
                     update(back, table(without, mapped), table(live, mapped))
             case StopFault():
-                victim = _victim(live, f)
-                if victim is None:
-                    problems.append((("faults", n, "instance"), _gone(f)))
-                    continue
                 after = [i for i in live if i is not victim]
                 if f.evacuate:  # the replacement runs before the evacuating instance stops
                     generation += 1
@@ -239,10 +234,6 @@ def timeline(s: Scenario, platform: Platform, instances: list[Instance], cells: 
                 cells.release(victim.cell, victim.host_ports.values())
                 live = after
             case MoveFault():
-                victim = _victim(live, f)
-                if victim is None:
-                    problems.append((("faults", n, "instance"), _gone(f)))
-                    continue
                 generation += 1
                 moved, newcomer = _move(s, f, victim, live, cells, extra, generation, n, problems)
                 if moved is None:
@@ -261,10 +252,6 @@ def timeline(s: Scenario, platform: Platform, instances: list[Instance], cells: 
 def _victim(live: list[Instance], f: KillFault | StopFault | MoveFault | CertificateFault
             ) -> Instance | None:
     return next((i for i in live if i.app == f.app and i.index == f.instance), None)
-
-
-def _gone(f: KillFault | StopFault | MoveFault | CertificateFault) -> str:
-    return f"{f.app}/{f.instance} is not running at {f.at_s:g} s: an earlier stop ended it"
 
 
 def _elsewhere(s: Scenario, victim: Instance, cells: Cells, extra: int, generation: int,
